@@ -1,0 +1,102 @@
+"""One exception hierarchy for everything the client can refuse or fail at.
+
+Every message says what was wrong and what to do about it; none contains secrets.
+"""
+
+from __future__ import annotations
+
+
+class AspectsError(Exception):
+    """Base of every error raised on purpose by aspects_client / aspects_export."""
+
+
+# --- bad input volumes -------------------------------------------------------------------
+
+
+class InvalidVolumeError(AspectsError):
+    """The input is not a volume this system can segment."""
+
+
+class NotNiftiError(InvalidVolumeError):
+    """The bytes are not a NIfTI-1/2 file (plain or gzip-compressed)."""
+
+
+class CorruptVolumeError(InvalidVolumeError):
+    """A NIfTI file that is truncated or internally inconsistent."""
+
+
+class DimensionalityError(InvalidVolumeError):
+    """Not a 3D volume (2D data, or a 4D series with more than one volume)."""
+
+
+class DtypeError(InvalidVolumeError):
+    """Non-numeric, complex or otherwise unsupported voxel data type."""
+
+
+class NonFiniteDataError(InvalidVolumeError):
+    """NaN or infinite voxel values."""
+
+
+class VoxelSizeError(InvalidVolumeError):
+    """Absurd voxel sizes or a degenerate affine."""
+
+
+class VolumeTooLargeError(InvalidVolumeError):
+    """More voxels than the configured bound."""
+
+
+class DecompressionBombError(InvalidVolumeError):
+    """A gzip stream that inflates past the allowed bound."""
+
+
+# --- storage (S3) ------------------------------------------------------------------------
+
+
+class StorageError(AspectsError):
+    """Fetching the source from object storage failed."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The bucket or key does not exist."""
+
+
+class AccessDeniedError(StorageError):
+    """Credentials are missing, wrong, or lack permission."""
+
+
+class StorageUnreachableError(StorageError):
+    """The storage endpoint could not be reached."""
+
+
+class ObjectTooLargeError(StorageError):
+    """The object is larger than the download cap."""
+
+
+# --- inference (Triton) ------------------------------------------------------------------
+
+
+class InferenceError(AspectsError):
+    """Talking to Triton or running the model failed."""
+
+
+class ServerUnavailableError(InferenceError):
+    """Triton is unreachable, not ready, or overloaded after the allowed retries."""
+
+
+class ModelContractError(InferenceError):
+    """The served model does not match contract.py (names, dtypes, shapes, batch size)."""
+
+
+# --- model export ------------------------------------------------------------------------
+
+
+class ExportError(AspectsError):
+    """Converting a checkpoint into ONNX / TensorRT / a model repository failed."""
+
+
+class CheckpointError(ExportError):
+    """A checkpoint file is missing, corrupt, or does not fit the network."""
+
+
+class LocalServerError(AspectsError):
+    """A local helper server (tritonserver, SeaweedFS) failed to start or stop."""
