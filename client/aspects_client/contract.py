@@ -73,6 +73,17 @@ NETWORK_CHANNELS = 3
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PIXEL_SCALE = 255.0  # uint8 -> [0, 1]
+# Order of operations: uint8 [H, W] -> float32 -> resize to NETWORK_SIZE -> /PIXEL_SCALE
+# -> (x - mean) / std, the same value in all 3 channels.
+# Image resize: bilinear, half-pixel centres, no antialias
+#   (= cv2.INTER_LINEAR on float32 = ONNX Resize linear/half_pixel = torch bilinear,
+#    align_corners=False, antialias=False).
+IMAGE_RESIZE = "bilinear-half-pixel"
+# Label resize back to the native H x W: nearest with half-pixel centres,
+#   src = floor((dst + 0.5) * in / out)
+#   (= cv2.INTER_NEAREST_EXACT = torch "nearest-exact" = ONNX Resize nearest/half_pixel/
+#    round_prefer_ceil).
+LABEL_RESIZE = "nearest-half-pixel"
 
 ENCODER_NAME = "efficientnet-b3"
 ARCHITECTURE = "Unet"  # segmentation-models-pytorch
