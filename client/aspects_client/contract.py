@@ -29,16 +29,16 @@ BACKGROUND_INDEX = 0
 BACKGROUND_KEY = "background"
 
 REGIONS: tuple[Region, ...] = (
-    Region(1, "m1", "M1 (anterior MCA cortex)", (230, 25, 75)),
-    Region(2, "m2", "M2 (MCA cortex lateral to insula)", (60, 180, 75)),
-    Region(3, "m3", "M3 (posterior MCA cortex)", (255, 225, 25)),
-    Region(4, "m4", "M4 (anterior MCA territory, rostral)", (0, 130, 200)),
-    Region(5, "m5", "M5 (lateral MCA territory, rostral)", (245, 130, 48)),
-    Region(6, "m6", "M6 (posterior MCA territory, rostral)", (145, 30, 180)),
-    Region(7, "i", "Insular ribbon", (70, 240, 240)),
-    Region(8, "l", "Lentiform nucleus", (240, 50, 230)),
-    Region(9, "c", "Caudate", (210, 245, 60)),
-    Region(10, "ic", "Internal capsule", (250, 190, 212)),
+    Region(1, "m1", "anterior MCA cortex", (230, 25, 75)),
+    Region(2, "m2", "MCA cortex lateral to insula", (60, 180, 75)),
+    Region(3, "m3", "posterior MCA cortex", (255, 225, 25)),
+    Region(4, "m4", "anterior MCA, supraganglionic", (0, 130, 200)),
+    Region(5, "m5", "lateral MCA, supraganglionic", (245, 130, 48)),
+    Region(6, "m6", "posterior MCA, supraganglionic", (145, 30, 180)),
+    Region(7, "i", "insular ribbon", (70, 240, 240)),
+    Region(8, "l", "lentiform nucleus", (240, 50, 230)),
+    Region(9, "c", "caudate", (210, 245, 60)),
+    Region(10, "ic", "internal capsule", (250, 190, 212)),
 )
 REGION_KEYS: tuple[str, ...] = tuple(r.key for r in REGIONS)
 CLASS_KEYS: tuple[str, ...] = (BACKGROUND_KEY, *REGION_KEYS)
@@ -65,6 +65,9 @@ DISPLAY_ROT90_K = 1
 # --- intensity window (client side, per volume) ----------------------------------------
 
 WINDOW_PERCENTILES: tuple[float, float] = (0.5, 99.5)  # of non-zero voxels -> 0..255
+# uint8 = round-half-to-even(clip((v - lo) / (hi - lo) * 255, 0, 255)); numpy's default
+# (linear) percentile method; a volume without non-zero voxels windows to all zeros;
+# when hi == lo, non-zero voxels >= hi become 255 and the rest 0.
 
 # --- network input ----------------------------------------------------------------------
 

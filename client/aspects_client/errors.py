@@ -17,6 +17,10 @@ class InvalidVolumeError(AspectsError):
     """The input is not a volume this system can segment."""
 
 
+class InputNotFoundError(InvalidVolumeError):
+    """A local input path does not exist or is not a readable file."""
+
+
 class NotNiftiError(InvalidVolumeError):
     """The bytes are not a NIfTI-1/2 file (plain or gzip-compressed)."""
 

@@ -1,0 +1,70 @@
+"""Display labels -> everything a caller gets back: contours JSON, label map, overlay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from .contours import SliceContours, extract_contours
+from .document import build_document
+from .hemisphere import MidsagittalPlane, estimate_plane, hemisphere_map
+from .labelmap import label_map_image
+from .overlay import render_overlay
+from .slicing import PreparedVolume
+from .volume_io import Volume
+
+
+@dataclass
+class Assembled:
+    """document: contours JSON (dict); label_image: uint8 NIfTI in the source grid;
+    hemispheres: uint8 [N, H, W] display-stack codes; overlay_png: PNG bytes or None."""
+
+    document: dict[str, Any]
+    label_image: nib.Nifti1Image
+    hemispheres: np.ndarray
+    contours: list[SliceContours]
+    plane: MidsagittalPlane
+    overlay_png: bytes | None
+
+
+def assemble(
+    volume: Volume,
+    prepared: PreparedVolume,
+    labels: np.ndarray,
+    *,
+    provenance: dict[str, Any] | None = None,
+    confidence: dict[str, dict[str, float]] | None = None,
+    overlay: bool = True,
+    overlay_note: str = "",
+) -> Assembled:
+    """labels: uint8 [N, H, W] class indices on ``prepared.slices``' display grid."""
+    if labels.shape != prepared.slices.shape:
+        raise ValueError(f"labels {labels.shape} != slices {prepared.slices.shape}")
+    geometry = prepared.geometry
+    plane = estimate_plane(labels, geometry)
+    hemis = hemisphere_map(labels, geometry, plane)
+    contours = extract_contours(labels, hemis)
+    document = build_document(
+        contours,
+        geometry,
+        plane,
+        source_name=volume.source,
+        provenance=provenance,
+        confidence=confidence,
+    )
+    png = None
+    if overlay:
+        png = render_overlay(
+            prepared.slices, contours, geometry, title=volume.source, note=overlay_note
+        )
+    return Assembled(
+        document=document,
+        label_image=label_map_image(labels, geometry, volume.header),
+        hemispheres=hemis,
+        contours=contours,
+        plane=plane,
+        overlay_png=png,
+    )
