@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import nibabel as nib
 import numpy as np
 
@@ -27,10 +29,8 @@ def label_map_image(
             img.set_sform(sform, int(scode))
         if qform is not None and qcode:
             img.set_qform(qform, int(qcode))
-        try:
+        with contextlib.suppress(Exception):  # units are cosmetic; never fail over them
             img.header.set_xyzt_units(*source_header.get_xyzt_units())
-        except Exception:  # units are cosmetic; never fail a label map over them
-            pass
     else:
         img = nib.Nifti1Image(data, geometry.affine, header)
     img.header.set_data_dtype(np.uint8)

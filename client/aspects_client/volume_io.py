@@ -192,10 +192,8 @@ def _parse_header(raw: bytes | bytearray | memoryview, label: str) -> nib.Nifti1
 
 
 def _looks_like_nifti_prefix(head: bytes) -> bool:
-    return (
-        len(head) >= 4
-        and int.from_bytes(head[:4], "little") in (348, 540)
-        or (len(head) >= 4 and int.from_bytes(head[:4], "big") in (348, 540))
+    return (len(head) >= 4 and int.from_bytes(head[:4], "little") in (348, 540)) or (
+        len(head) >= 4 and int.from_bytes(head[:4], "big") in (348, 540)
     )
 
 
