@@ -16,6 +16,7 @@ import argparse
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -95,6 +96,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+# Log lines that are expected on a machine without a GPU (DESIGN §6).
+_HARMLESS = re.compile(r"CUDA|Cuda|cuda|NVML|DCGM|pinned memory")
+
+
+def _log_errors(path: Path, limit: int = 8, width: int = 500) -> str:
+    """The log's error lines (``E...`` and load failures), minus the harmless CPU-only ones."""
+    found: list[str] = []
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if (
+                    line.startswith("E") or "failed to load" in line or line.startswith("error:")
+                ) and not _HARMLESS.search(line):
+                    found.append(line.rstrip()[:width])
+    except OSError:
+        return ""
+    return "\n".join(found[:limit])
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -207,6 +227,7 @@ class LocalTriton:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
+            "--disable-auto-complete-config",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             f"--model-control-mode={self.model_control_mode}",
@@ -303,10 +324,7 @@ class LocalTriton:
             assert self._process is not None
             code = self._process.poll()
             if code is not None:
-                raise LocalServerError(
-                    f"tritonserver exited with code {code} before becoming ready "
-                    f"(repository {self.repository}); last log lines:\n{self.log_tail()}"
-                )
+                raise self._failure(f"tritonserver exited with code {code} before becoming ready")
             try:
                 with urllib.request.urlopen(url, timeout=2.0) as response:
                     if response.status == 200:
@@ -314,11 +332,16 @@ class LocalTriton:
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise LocalServerError(
-                    f"tritonserver not ready after {self.ready_timeout:.0f} s "
-                    f"(repository {self.repository}); last log lines:\n{self.log_tail()}"
-                )
+                raise self._failure(f"tritonserver not ready after {self.ready_timeout:.0f} s")
             time.sleep(0.2)
+
+    def _failure(self, what: str) -> LocalServerError:
+        errors = _log_errors(self._log_path) if self._log_path else ""
+        parts = [f"{what} (repository {self.repository}, log {self._log_path})"]
+        if errors:
+            parts.append(f"errors in the server log:\n{errors}")
+        parts.append(f"last {LOG_TAIL_LINES} log lines:\n{self.log_tail()}")
+        return LocalServerError("\n".join(parts))
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the server log (kept after stop() removed a temporary log)."""

@@ -64,13 +64,13 @@ def resize_image(slices: np.ndarray) -> np.ndarray:
 
 
 def network_input(slices: np.ndarray) -> np.ndarray:
-    """Contract network input: uint8 ``[N, H, W]`` → float32 ``[N, 3, 512, 512]`` (ImageNet-normalised)."""
+    """Contract network input: uint8 ``[N, H, W]`` → float32 ``[N, 3, 512, 512]``, normalised."""
     x = resize_image(slices)[:, None] / _SCALE  # [N, 1, 512, 512], 0..1
     return np.ascontiguousarray((x - _MEAN) / _STD, dtype=np.float32)
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """Source indices of a half-pixel nearest resize: ``floor((dst + 0.5) * in / out)``, int64 ``[out]``."""
+    """Half-pixel nearest source indices ``floor((dst + 0.5) * in / out)``: int64 ``[out]``."""
     if in_size < 1 or out_size < 1:
         raise ValueError(f"sizes must be >= 1, got in={in_size}, out={out_size}")
     dst = np.arange(out_size, dtype=np.int64)
@@ -78,7 +78,7 @@ def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, native_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest (half-pixel) resize of uint8 labels ``[N, h, w]`` → ``[N, H, W]`` (contract LABEL_RESIZE)."""
+    """Nearest (half-pixel, contract LABEL_RESIZE) resize: labels ``[N, h, w]`` → ``[N, H, W]``."""
     labels = np.asarray(labels)
     H, W = (int(native_hw[0]), int(native_hw[1]))
     rows = nearest_indices(labels.shape[1], H)
