@@ -83,9 +83,10 @@ PIXEL_SCALE = 255.0  # uint8 -> [0, 1]
 #    align_corners=False, antialias=False).
 IMAGE_RESIZE = "bilinear-half-pixel"
 # Label resize back to the native H x W: nearest with half-pixel centres,
-#   src = floor((dst + 0.5) * in / out)
-#   (= cv2.INTER_NEAREST_EXACT = torch "nearest-exact" = ONNX Resize nearest/half_pixel/
-#    round_prefer_ceil).
+#   src = floor((dst + 0.5) * in / out), computed in integers
+#   (= torch "nearest-exact" = ONNX Resize nearest/half_pixel/round_prefer_ceil; NOT
+#    cv2.INTER_NEAREST_EXACT, whose fixed-point maths is off by one on some rows when
+#    shrinking; see aspects_client.preprocessing.nearest_indices).
 LABEL_RESIZE = "nearest-half-pixel"
 
 ENCODER_NAME = "efficientnet-b3"

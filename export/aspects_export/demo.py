@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     phantom = reorder(make_phantom(seed=args.seed), args.orientation)
     source = out / f"phantom_{args.orientation}.nii.gz"
     write_atomic(source, gzip.compress(phantom.image.to_bytes(), compresslevel=6))
-    write_atomic(out / "phantom_truth_labels.nii.gz", gzip.compress(phantom.label_image().to_bytes()))
+    write_atomic(
+        out / "phantom_truth_labels.nii.gz", gzip.compress(phantom.label_image().to_bytes())
+    )
     stage("synthesise phantom (512x512x20, 5 mm slices)", t)
 
     t = time.perf_counter()
