@@ -40,3 +40,29 @@ def no_temp_files(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Iter
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real SeaweedFS S3 gateway on free 127.0.0.1 ports, with SigV4 credentials."""
+    from aspects_client.local_s3 import LocalS3
+
+    server = LocalS3().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_server):
+    from aspects_client.storage import S3Settings, make_s3_client
+
+    return make_s3_client(
+        S3Settings(
+            endpoint_url=s3_server.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+        )
+    )
