@@ -117,6 +117,10 @@ def _log_errors(path: Path, limit: int = 8, width: int = 500) -> str:
     return "\n".join(found[:limit])
 
 
+def _port_clash(message: str) -> bool:
+    return "already in use" in message or "Address in use" in message
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with path.open("r", encoding="utf-8", errors="replace") as handle:
@@ -160,9 +164,9 @@ class LocalTriton:
     ) -> None:
         self.repository = Path(repository).absolute()
         self.host = host
-        self.http_port = http_port or free_port(host)
-        self.grpc_port = grpc_port or free_port(host)
-        self.metrics_port = metrics_port or free_port(host)
+        self._auto_ports = not (http_port or grpc_port or metrics_port)
+        self._requested_ports = (http_port, grpc_port, metrics_port)
+        self._pick_ports()
         self.model_control_mode = model_control_mode
         self.load_models = tuple(load_models)
         self.model_config_name = model_config_name
@@ -179,6 +183,12 @@ class LocalTriton:
         self._log_path: Path | None = self._explicit_log
         self.startup_seconds: float | None = None
         self._last_log_tail: str | None = None
+
+    def _pick_ports(self) -> None:
+        http_port, grpc_port, metrics_port = self._requested_ports
+        self.http_port = http_port or free_port(self.host)
+        self.grpc_port = grpc_port or free_port(self.host)
+        self.metrics_port = metrics_port or free_port(self.host)
 
     # --- addresses ----------------------------------------------------------------------
 
@@ -285,12 +295,25 @@ class LocalTriton:
             (backend_dir / "python" / name).symlink_to(src)
         return backend_dir
 
-    def start(self) -> LocalTriton:
-        """Spawn the server and wait until ``/v2/health/ready``; LocalServerError on failure."""
+    def start(self, port_attempts: int = 3) -> LocalTriton:
+        """Spawn the server and wait until ``/v2/health/ready``; LocalServerError on failure.
+
+        Ports chosen automatically are chosen again when one was taken in the meantime.
+        """
         if self.is_running():
             return self
         if not self.repository.is_dir():
             raise LocalServerError(f"model repository {self.repository} does not exist")
+        for attempt in range(1, port_attempts + 1):
+            try:
+                return self._start_once()
+            except LocalServerError as exc:
+                if not (self._auto_ports and attempt < port_attempts and _port_clash(str(exc))):
+                    raise
+                self._pick_ports()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self) -> LocalTriton:
         pkg, _ = _pytriton_dir(self.server_venv)
         self._workdir = Path(tempfile.mkdtemp(prefix="aspects-triton-"))
         try:
@@ -337,7 +360,10 @@ class LocalTriton:
 
     def _failure(self, what: str) -> LocalServerError:
         errors = _log_errors(self._log_path) if self._log_path else ""
-        parts = [f"{what} (repository {self.repository}, log {self._log_path})"]
+        where = f"repository {self.repository}"
+        if self._explicit_log is not None:
+            where += f", log {self._explicit_log}"
+        parts = [f"{what} ({where})"]
         if errors:
             parts.append(f"errors in the server log:\n{errors}")
         parts.append(f"last {LOG_TAIL_LINES} log lines:\n{self.log_tail()}")

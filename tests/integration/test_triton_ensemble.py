@@ -1,0 +1,356 @@
+"""The three-step ensemble served by a real tritonserver on the CPU (DESIGN §4, §6; issue 4).
+
+Every test talks gRPC (or HTTP for /metrics) to a server started by the fixtures in
+conftest.py; the in-process reference is onnxruntime running the same three ONNX files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from aspects_client import contract
+from aspects_client.errors import LocalServerError
+from aspects_client.local_triton import LocalTriton
+
+if TYPE_CHECKING:
+    from .conftest import InProcessEnsemble, ServedRepository
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("triton_server_venv")]
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def phantom_slices(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """UINT8 ``[n, h, w]``: ellipses painted with the oracle's class intensities, plus noise."""
+    from aspects_export.oracle import oracle_intensity
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros((n, h, w), np.float32)
+    for i in range(n):
+        img = np.full((h, w), oracle_intensity(0), np.float32)
+        for k in rng.permutation(np.arange(1, contract.NUM_CLASSES))[: 4 + i % 6]:
+            cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+            ry, rx = rng.uniform(0.05, 0.25) * h, rng.uniform(0.05, 0.25) * w
+            img[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0] = oracle_intensity(int(k))
+        out[i] = img + rng.normal(0.0, 2.0, (h, w))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def client_for(served: ServedRepository) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(served.server.grpc_url)
+
+
+def infer(
+    client: grpcclient.InferenceServerClient,
+    slices: np.ndarray,
+    model: str = contract.ENSEMBLE_MODEL,
+    datatype: str = "UINT8",
+) -> tuple[np.ndarray, np.ndarray]:
+    tensor = grpcclient.InferInput(contract.INPUT_SLICES, list(slices.shape), datatype)
+    tensor.set_data_from_numpy(slices)
+    outputs = [
+        grpcclient.InferRequestedOutput(contract.OUTPUT_LABELS),
+        grpcclient.InferRequestedOutput(contract.OUTPUT_CONFIDENCE),
+    ]
+    result = client.infer(model, [tensor], outputs=outputs, client_timeout=120)
+    return result.as_numpy(contract.OUTPUT_LABELS), result.as_numpy(contract.OUTPUT_CONFIDENCE)
+
+
+def model_stats(client: grpcclient.InferenceServerClient, model: str) -> dict[str, object]:
+    stats = client.get_inference_statistics(model, as_json=True)
+    (entry,) = stats["model_stats"]
+    return entry
+
+
+# --- the ensemble equals in-process onnxruntime ---------------------------------------------
+
+
+def test_oracle_ensemble_equals_in_process_onnxruntime(
+    triton_oracle: ServedRepository, oracle_in_process: InProcessEnsemble
+) -> None:
+    slices = phantom_slices(6, 320, 288, seed=1)
+    labels, confidence = infer(client_for(triton_oracle), slices)
+    ref_labels, ref_confidence = oracle_in_process(slices)
+    assert labels.dtype == np.uint8 and labels.shape == slices.shape
+    assert confidence.dtype == np.float32 and confidence.shape == (6, contract.NUM_CLASSES)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(confidence, ref_confidence)
+    # the oracle answers known classes: most foreground classes survive, none is invented
+    assert len(np.unique(labels)) > 4
+    assert set(np.unique(labels)) <= set(range(contract.NUM_CLASSES))
+
+
+def test_effb3_ensemble_equals_in_process_onnxruntime(
+    triton_effb3: ServedRepository, effb3_in_process: InProcessEnsemble
+) -> None:
+    """The real smp Unet(efficientnet-b3), UNTRAINED demo weights, through Triton.
+
+    The demo weights label (almost) everything background, so the unet step's LOGITS are
+    compared too: Triton serves each step, and its logits must equal in-process ones.
+    """
+    client = client_for(triton_effb3)
+    slices = phantom_slices(2, 512, 512, seed=2)
+    labels, confidence = infer(client, slices)
+    ref_labels, ref_confidence = effb3_in_process(slices)
+    assert labels.shape == slices.shape and confidence.shape == (2, contract.NUM_CLASSES)
+    # same onnxruntime version, graphs and thread count: observed bit-exact; a last-bit
+    # difference could flip a pixel sitting exactly at the threshold, hence the tolerance
+    agreement = float(np.mean(labels == ref_labels))
+    assert agreement >= 0.9999, f"label agreement {agreement:.6f}"
+    np.testing.assert_allclose(confidence, ref_confidence, rtol=0, atol=1e-4)
+
+    (image,) = effb3_in_process.preprocess.run(None, {contract.INPUT_SLICES: slices[:1]})
+    tensor = grpcclient.InferInput(contract.TENSOR_IMAGE, list(image.shape), "FP32")
+    tensor.set_data_from_numpy(image)
+    result = client.infer(contract.UNET_MODEL, [tensor], client_timeout=120)
+    logits = result.as_numpy(contract.TENSOR_LOGITS)
+    (ref_logits,) = effb3_in_process.unet.run(None, {contract.TENSOR_IMAGE: image})
+    assert logits.shape == (1, contract.NUM_CLASSES, *contract.NETWORK_SIZE)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-4)
+    assert float(np.std(logits)) > 0  # a real network, not a constant
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+def test_batch_above_max_batch_size_is_refused(triton_oracle: ServedRepository) -> None:
+    slices = phantom_slices(contract.MAX_BATCH_SIZE + 1, 64, 64)
+    with pytest.raises(InferenceServerException) as info:
+        infer(client_for(triton_oracle), slices)
+    message = str(info.value)
+    assert "batch" in message.lower() and str(contract.MAX_BATCH_SIZE) in message, message
+
+
+def test_max_batch_size_is_accepted(
+    triton_oracle: ServedRepository, oracle_in_process: InProcessEnsemble
+) -> None:
+    slices = phantom_slices(contract.MAX_BATCH_SIZE, 96, 80, seed=4)
+    labels, _ = infer(client_for(triton_oracle), slices)
+    np.testing.assert_array_equal(labels, oracle_in_process(slices)[0])
+
+
+@pytest.mark.parametrize(("dtype", "datatype"), [(np.float32, "FP32"), (np.uint16, "UINT16")])
+def test_wrong_dtype_is_refused(
+    triton_oracle: ServedRepository, dtype: type, datatype: str
+) -> None:
+    slices = phantom_slices(2, 64, 64).astype(dtype)
+    with pytest.raises(InferenceServerException) as info:
+        infer(client_for(triton_oracle), slices, datatype=datatype)
+    message = str(info.value)
+    assert datatype in message and "UINT8" in message and contract.INPUT_SLICES in message, message
+
+
+def test_empty_slice_gets_a_per_request_error_and_the_server_stays_healthy(
+    triton_oracle: ServedRepository, oracle_in_process: InProcessEnsemble
+) -> None:
+    """A request the python backend itself refuses (0-sized slice) fails alone."""
+    client = client_for(triton_oracle)
+    good = phantom_slices(1, 128, 128, seed=5)
+    empty = np.zeros((1, 0, 128), np.uint8)
+    with ThreadPoolExecutor(4) as pool:
+        bad_future = pool.submit(infer, client, empty)
+        good_futures = [pool.submit(infer, client, good) for _ in range(3)]
+        with pytest.raises(InferenceServerException) as info:
+            bad_future.result()
+        for future in good_futures:
+            np.testing.assert_array_equal(future.result()[0], oracle_in_process(good)[0])
+    assert "SLICES" in str(info.value) and "shape" in str(info.value), str(info.value)
+    assert client.is_server_live() and client.is_model_ready(contract.ENSEMBLE_MODEL)
+
+
+# --- sizes and batching ---------------------------------------------------------------------
+
+
+def test_slices_of_different_sizes_come_back_at_their_own_sizes(
+    triton_oracle: ServedRepository, oracle_in_process: InProcessEnsemble
+) -> None:
+    client = client_for(triton_oracle)
+    sizes = [(512, 512), (200, 300), (640, 480), (97, 131), (256, 256), (1024, 64)]
+    batches = [phantom_slices(1 + i % 3, h, w, seed=10 + i) for i, (h, w) in enumerate(sizes)]
+    with ThreadPoolExecutor(len(batches)) as pool:
+        results = list(pool.map(lambda s: infer(client, s), batches))
+    for slices, (labels, confidence) in zip(batches, results, strict=True):
+        assert labels.shape == slices.shape
+        assert confidence.shape == (slices.shape[0], contract.NUM_CLASSES)
+        ref_labels, ref_confidence = oracle_in_process(slices)
+        np.testing.assert_array_equal(labels, ref_labels)
+        np.testing.assert_array_equal(confidence, ref_confidence)
+
+
+def test_concurrent_requests_are_batched(
+    triton_oracle: ServedRepository, oracle_in_process: InProcessEnsemble
+) -> None:
+    """Single-slice requests sent at once run as fewer, larger executions of each step."""
+    client = client_for(triton_oracle)
+    before = {m: model_stats(client, m) for m in contract.STEP_MODELS}
+    n_requests = 24
+    slices = [phantom_slices(1, 256, 256, seed=100 + i) for i in range(n_requests)]
+    with ThreadPoolExecutor(n_requests) as pool:
+        results = list(pool.map(lambda s: infer(client_for(triton_oracle), s), slices))
+    for one, (labels, _) in zip(slices, results, strict=True):
+        np.testing.assert_array_equal(labels, oracle_in_process(one)[0])
+
+    batched = {}
+    for model in contract.STEP_MODELS:
+        after = model_stats(client, model)
+        inferences = int(after.get("inference_count", 0)) - int(
+            before[model].get("inference_count", 0)
+        )
+        executions = int(after.get("execution_count", 0)) - int(
+            before[model].get("execution_count", 0)
+        )
+        assert inferences == n_requests, (model, inferences)
+        batched[model] = (inferences, executions)
+    # at least one step merged several requests into one execution (batch size > 1)
+    assert any(e < i for i, e in batched.values()), batched
+    # and the per-batch-size statistics show executions with batch size > 1
+    multi = {
+        model: sorted(
+            int(b["batch_size"])
+            for b in model_stats(client, model).get("batch_stats", [])
+            if int(b["batch_size"]) > 1
+        )
+        for model in contract.STEP_MODELS
+    }
+    assert any(multi.values()), multi
+    print(f"(inferences, executions) per step: {batched}; batch sizes > 1: {multi}")
+
+
+# --- model control, metrics, launcher ---------------------------------------------------------
+
+
+def test_explicit_model_control_load_and_unload(
+    oracle_repository: Path, tmp_path: Path, oracle_in_process: InProcessEnsemble
+) -> None:
+    with LocalTriton(
+        oracle_repository, model_control_mode="explicit", log_path=tmp_path / "explicit.log"
+    ) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        assert client.is_server_ready()
+        assert not client.is_model_ready(contract.ENSEMBLE_MODEL)
+        index = {m["name"] for m in client.get_model_repository_index(as_json=True)["models"]}
+        assert index == {contract.ENSEMBLE_MODEL, *contract.STEP_MODELS}
+
+        client.load_model(contract.ENSEMBLE_MODEL)  # loads its three steps too
+        for model in (contract.ENSEMBLE_MODEL, *contract.STEP_MODELS):
+            assert client.is_model_ready(model), model
+        slices = phantom_slices(2, 100, 120, seed=7)
+        np.testing.assert_array_equal(infer(client, slices)[0], oracle_in_process(slices)[0])
+
+        client.unload_model(contract.ENSEMBLE_MODEL, unload_dependents=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+            client.is_model_ready(m) for m in (contract.ENSEMBLE_MODEL, *contract.STEP_MODELS)
+        ):
+            time.sleep(0.2)
+        assert not client.is_model_ready(contract.ENSEMBLE_MODEL)
+        assert not client.is_model_ready(contract.UNET_MODEL)
+        with pytest.raises(InferenceServerException):
+            infer(client, slices)
+        pid = server.pid
+    assert server.pid is None and pid is not None
+
+
+def _metric(text: str, name: str, model: str) -> float:
+    pattern = re.compile(rf'^{name}\{{[^}}]*model="{model}"[^}}]*\}} ([0-9.eE+-]+)$', re.M)
+    return sum(float(m.group(1)) for m in pattern.finditer(text))
+
+
+def test_metrics_expose_inference_counts(triton_oracle: ServedRepository) -> None:
+    def scrape() -> str:
+        with urllib.request.urlopen(triton_oracle.server.metrics_url, timeout=10) as response:
+            return response.read().decode()
+
+    client = client_for(triton_oracle)
+    before = scrape()
+    slices = phantom_slices(3, 64, 64)
+    for _ in range(2):
+        infer(client, slices)
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape()
+        success = _metric(after, "nv_inference_request_success", contract.ENSEMBLE_MODEL)
+        if success - _metric(before, "nv_inference_request_success", contract.ENSEMBLE_MODEL) >= 2:
+            break
+        assert time.monotonic() < deadline, after[:2000]
+        time.sleep(0.5)
+    count = _metric(after, "nv_inference_count", contract.ENSEMBLE_MODEL) - _metric(
+        before, "nv_inference_count", contract.ENSEMBLE_MODEL
+    )
+    assert count >= 6  # 2 requests x 3 slices
+    assert _metric(after, "nv_inference_count", contract.UNET_MODEL) >= 6
+    assert "nv_inference_exec_count" in after
+
+
+def test_launcher_reports_a_failing_model_with_the_log_tail(
+    oracle_onnx_dir: Path, tmp_path: Path
+) -> None:
+    """A repository whose unet graph does not fit its config: start() fails clearly."""
+    from aspects_export.repository import write_repository
+
+    broken = tmp_path / "onnx"
+    broken.mkdir()
+    for name in contract.STEP_MODELS:
+        source = contract.PREPROCESS_MODEL if name == contract.UNET_MODEL else name
+        (broken / f"{name}.onnx").write_bytes((oracle_onnx_dir / f"{source}.onnx").read_bytes())
+    repository = write_repository(broken, tmp_path / "repo", "cpu")
+    server = LocalTriton(repository, ready_timeout=60)
+    with pytest.raises(LocalServerError) as info:
+        server.start()
+    message = str(info.value)
+    assert "does not match config" in message and "IMAGE" in message, message
+    assert server.pid is None
+
+
+def test_serve_local_serves_until_interrupted(oracle_repository: Path) -> None:
+    """`python -m aspects_client.local_triton REPO` (what `aspects serve-local` runs)."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aspects_client.local_triton",
+            str(oracle_repository),
+            "--http-port=0",
+            "--grpc-port=0",
+            "--metrics-port=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        text = "".join(lines)
+        server_pid = int(re.search(r"\(pid (\d+)\)", text).group(1))  # type: ignore[union-attr]
+        grpc_url = re.search(r"gRPC:\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+        client = grpcclient.InferenceServerClient(grpc_url)
+        assert client.is_model_ready(contract.ENSEMBLE_MODEL)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0, process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)

@@ -1,0 +1,324 @@
+"""The committed model repository agrees with contract.py; the CPU generator keeps it so.
+
+Also exercises the shared python_backend ``model.py`` against a stand-in
+``triton_python_backend_utils`` (the real one only exists inside Triton's stub).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from aspects_client import contract
+from aspects_client.errors import ExportError
+from aspects_export import repository as repo
+
+COMMITTED = repo.find_committed_repository()
+ALL_MODELS = (contract.ENSEMBLE_MODEL, *contract.STEP_MODELS)
+GPU_PLATFORMS = {
+    contract.PREPROCESS_MODEL: "onnxruntime_onnx",
+    contract.UNET_MODEL: "tensorrt_plan",
+    contract.POSTPROCESS_MODEL: "onnxruntime_onnx",
+}
+
+
+def committed_config_files() -> list[Path]:
+    return sorted(COMMITTED.glob("*/config.pbtxt")) + sorted(COMMITTED.glob("*/configs/*.pbtxt"))
+
+
+def dtype_name(value: int) -> str:
+    return mc.DataType.Name(value)
+
+
+def assert_io_matches_contract(config: mc.ModelConfig) -> None:
+    inputs, outputs = contract.MODEL_IO[config.name]
+    for declared, expected in ((config.input, inputs), (config.output, outputs)):
+        got = [(t.name, dtype_name(t.data_type), tuple(t.dims)) for t in declared]
+        assert got == [(s.name, s.dtype, s.dims) for s in expected], config.name
+    assert config.max_batch_size == contract.MAX_BATCH_SIZE, config.name
+
+
+# --- committed configs ------------------------------------------------------------------------
+
+
+def test_committed_repository_has_exactly_the_contract_models() -> None:
+    names = {p.name for p in COMMITTED.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert names == set(ALL_MODELS)
+    for name in ALL_MODELS:
+        assert not any(p.name.isdigit() for p in (COMMITTED / name).iterdir() if p.is_file())
+
+
+@pytest.mark.parametrize(
+    "path", committed_config_files(), ids=lambda p: str(p.relative_to(COMMITTED))
+)
+def test_every_committed_config_parses_and_agrees_with_the_contract(path: Path) -> None:
+    config = repo.parse_config(path)
+    model_dir = path.parent if path.name == repo.CONFIG_FILE else path.parent.parent
+    assert config.name == model_dir.name
+    assert_io_matches_contract(config)
+
+
+def test_step_configs_are_the_gpu_deployment() -> None:
+    configs = repo.load_committed_configs()
+    for name, platform in GPU_PLATFORMS.items():
+        config = configs[name]
+        assert config.platform == platform and not config.backend, name
+        assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU], name
+        batching = config.dynamic_batching
+        assert config.HasField("dynamic_batching"), name
+        assert list(batching.preferred_batch_size), name
+        assert all(1 < b <= contract.MAX_BATCH_SIZE for b in batching.preferred_batch_size)
+        assert list(batching.preferred_batch_size) == sorted(batching.preferred_batch_size)
+        assert 0 < batching.max_queue_delay_microseconds <= 10_000, name
+        assert config.parameters, f"{name}: tunables belong in parameters"
+
+
+def test_unet_onnxruntime_fallback_differs_only_in_platform_and_parameters() -> None:
+    default = repo.parse_config(COMMITTED / contract.UNET_MODEL / repo.CONFIG_FILE)
+    fallback = repo.parse_config(
+        COMMITTED / contract.UNET_MODEL / repo.CUSTOM_CONFIGS_DIR / "onnxruntime.pbtxt"
+    )
+    assert fallback.platform == "onnxruntime_onnx"
+    for field in ("input", "output", "instance_group", "dynamic_batching", "max_batch_size"):
+        assert getattr(fallback, field) == getattr(default, field), field
+
+
+def test_ensemble_wiring_is_consistent() -> None:
+    configs = repo.load_committed_configs()
+    ensemble = configs[contract.ENSEMBLE_MODEL]
+    assert ensemble.platform == "ensemble"
+    steps = list(ensemble.ensemble_scheduling.step)
+    assert [s.model_name for s in steps] == list(contract.STEP_MODELS)
+    # tensor name inside the ensemble -> (dtype, dims) of whoever provides it
+    available = {t.name: (t.data_type, tuple(t.dims)) for t in ensemble.input}
+    for step in steps:
+        model = configs[step.model_name]
+        assert step.model_version == -1
+        assert set(step.input_map) == {t.name for t in model.input}, step.model_name
+        assert set(step.output_map) == {t.name for t in model.output}, step.model_name
+        for tensor in model.input:
+            source = step.input_map[tensor.name]
+            assert source in available, f"{step.model_name} reads {source} before it exists"
+            assert available[source] == (tensor.data_type, tuple(tensor.dims)), source
+        for tensor in model.output:
+            target = step.output_map[tensor.name]
+            assert target not in available, f"{target} is produced twice"
+            available[target] = (tensor.data_type, tuple(tensor.dims))
+    for tensor in ensemble.output:
+        assert available.get(tensor.name) == (tensor.data_type, tuple(tensor.dims)), tensor.name
+
+
+# --- generated repositories -------------------------------------------------------------------
+
+
+@pytest.fixture
+def stand_in_onnx_dir(tmp_path: Path) -> Path:
+    """Files named like the exported graphs (write_repository only copies them)."""
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    for name in contract.STEP_MODELS:
+        (onnx_dir / f"{name}.onnx").write_bytes(f"stand-in {name}".encode())
+    return onnx_dir
+
+
+def test_generated_cpu_repository_agrees_with_contract_and_committed(
+    stand_in_onnx_dir: Path, tmp_path: Path
+) -> None:
+    out = repo.write_repository(stand_in_onnx_dir, tmp_path / "cpu", "cpu")
+    committed = repo.load_committed_configs()
+    model_py = Path(repo.__file__).with_name("triton_python_model.py").read_bytes()
+    ensemble = repo.parse_config(out / contract.ENSEMBLE_MODEL / repo.CONFIG_FILE)
+    assert ensemble == committed[contract.ENSEMBLE_MODEL]
+    assert (out / contract.ENSEMBLE_MODEL / repo.VERSION).is_dir()
+    for name in contract.STEP_MODELS:
+        config = repo.parse_config(out / name / repo.CONFIG_FILE)
+        assert_io_matches_contract(config)
+        assert config.backend == "python" and not config.platform
+        assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+        assert config.dynamic_batching == committed[name].dynamic_batching
+        onnx_file = config.parameters[repo.PARAM_ONNX_FILE].string_value
+        version_dir = out / name / repo.VERSION
+        assert (version_dir / onnx_file).read_bytes() == f"stand-in {name}".encode()
+        assert (version_dir / repo.PYTHON_MODEL_FILE).read_bytes() == model_py
+        assert int(config.parameters[repo.PARAM_INTRA_OP_THREADS].string_value) >= 0
+    # a second run replaces the repository in place
+    repo.write_repository(stand_in_onnx_dir, out, "cpu")
+
+
+def test_generated_gpu_repository_layout(stand_in_onnx_dir: Path, tmp_path: Path) -> None:
+    engine = tmp_path / "unet.plan"
+    engine.write_bytes(b"engine")
+    out = repo.write_repository(stand_in_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
+    for name in ALL_MODELS:
+        assert (out / name / repo.CONFIG_FILE).read_bytes() == (
+            COMMITTED / name / repo.CONFIG_FILE
+        ).read_bytes()
+    assert (out / contract.UNET_MODEL / "1" / "model.plan").read_bytes() == b"engine"
+    assert (out / contract.UNET_MODEL / "1" / "model.onnx").is_file()  # the fallback
+    assert (out / contract.UNET_MODEL / "configs" / "onnxruntime.pbtxt").is_file()
+    for name in (contract.PREPROCESS_MODEL, contract.POSTPROCESS_MODEL):
+        assert (out / name / "1" / "model.onnx").is_file()
+    assert not any((out / contract.ENSEMBLE_MODEL / "1").iterdir())
+
+
+def test_write_repository_refuses_bad_input(stand_in_onnx_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="missing ONNX"):
+        repo.write_repository(tmp_path / "nowhere", tmp_path / "a", "cpu")
+    with pytest.raises(ExportError, match="engine"):
+        repo.write_repository(stand_in_onnx_dir, tmp_path / "b", "cpu", engine=tmp_path / "x")
+    with pytest.raises(ExportError, match="layout"):
+        repo.write_repository(stand_in_onnx_dir, tmp_path / "c", "tpu")  # type: ignore[arg-type]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "precious.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not a model repository"):
+        repo.write_repository(stand_in_onnx_dir, tmp_path / "d", "cpu")
+    assert (tmp_path / "d" / "precious.txt").read_text() == "keep me"
+
+
+def test_find_committed_repository_override(tmp_path: Path) -> None:
+    assert repo.find_committed_repository(COMMITTED) == COMMITTED.resolve()
+    with pytest.raises(ExportError, match="not a model repository"):
+        repo.find_committed_repository(tmp_path)
+
+
+# --- the shared python_backend model.py, with a stand-in pb_utils ------------------------------
+
+
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self.name, self.array = name, array
+
+    def as_numpy(self) -> np.ndarray:
+        return self.array
+
+
+class _TritonError(Exception):
+    INVALID_ARG = 3
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+class _Response:
+    def __init__(self, output_tensors: list[_Tensor], error: _TritonError | None = None) -> None:
+        self.outputs = {t.name: t.array for t in output_tensors}
+        self.error = error
+
+
+class _Request:
+    def __init__(self, **arrays: np.ndarray) -> None:
+        self.arrays = arrays
+
+
+@pytest.fixture
+def python_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A TritonPythonModel on a toy graph: Y = 2A (FP32 [N,-1]), Z = B (UINT8 [N,2])."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.Tensor = _Tensor  # type: ignore[attr-defined]
+    fake.TritonError = _TritonError  # type: ignore[attr-defined]
+    fake.InferenceResponse = _Response  # type: ignore[attr-defined]
+    fake.get_input_tensor_by_name = lambda r, n: (  # type: ignore[attr-defined]
+        _Tensor(n, r.arrays[n]) if n in r.arrays else None
+    )
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    module = importlib.import_module("aspects_export.triton_python_model")
+    module = importlib.reload(module)
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["two"], value_float=2.0),
+            helper.make_node("Mul", ["A", "two"], ["Y"]),
+            helper.make_node("Identity", ["B"], ["Z"]),
+        ],
+        "toy",
+        [
+            helper.make_tensor_value_info("A", TensorProto.FLOAT, ["N", "L"]),
+            helper.make_tensor_value_info("B", TensorProto.UINT8, ["N", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", "L"]),
+            helper.make_tensor_value_info("Z", TensorProto.UINT8, ["N", 2]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    version_dir = tmp_path / "toy" / "1"
+    version_dir.mkdir(parents=True)
+    onnx.save(model, str(version_dir / "toy.onnx"))
+
+    config = mc.ModelConfig(name="toy", backend="python", max_batch_size=4)
+    config.input.add(name="A", data_type=mc.TYPE_FP32, dims=[-1])
+    config.input.add(name="B", data_type=mc.TYPE_UINT8, dims=[2])
+    config.output.add(name="Y", data_type=mc.TYPE_FP32, dims=[-1])
+    config.output.add(name="Z", data_type=mc.TYPE_UINT8, dims=[2])
+    config.parameters[repo.PARAM_ONNX_FILE].string_value = "toy.onnx"
+    config.parameters[repo.PARAM_INTRA_OP_THREADS].string_value = "1"
+    instance = module.TritonPythonModel()
+    instance.initialize(
+        {
+            "model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
+            "model_repository": str(tmp_path / "toy"),
+            "model_version": "1",
+        }
+    )
+    runs: list[int] = []
+    session_run = instance.session.run
+
+    def counting_run(names: Any, feed: dict[str, np.ndarray]) -> Any:
+        runs.append(next(iter(feed.values())).shape[0])
+        return session_run(names, feed)
+
+    instance.session = types.SimpleNamespace(run=counting_run)
+    instance.runs = runs
+    return instance
+
+
+def _req(n: int, length: int, offset: float = 0.0) -> _Request:
+    a = np.arange(n * length, dtype=np.float32).reshape(n, length) + offset
+    b = np.full((n, 2), n, np.uint8)
+    return _Request(A=a, B=b)
+
+
+def test_python_model_batches_equal_shapes_and_splits_results(python_model: Any) -> None:
+    requests = [_req(1, 3), _req(2, 3, 100.0), _req(1, 5), _req(1, 3, 7.0)]
+    responses = python_model.execute(requests)
+    assert sorted(python_model.runs) == [1, 4]  # [1,3]+[2,3]+[1,3] together; [1,5] alone
+    for request, response in zip(requests, responses, strict=True):
+        assert response.error is None
+        np.testing.assert_array_equal(response.outputs["Y"], 2 * request.arrays["A"])
+        np.testing.assert_array_equal(response.outputs["Z"], request.arrays["B"])
+
+
+def test_python_model_errors_stay_per_request(python_model: Any) -> None:
+    good = _req(1, 3)
+    wrong_dtype = _Request(A=np.zeros((1, 3), np.float64), B=np.zeros((1, 2), np.uint8))
+    wrong_dims = _Request(A=np.zeros((1, 3), np.float32), B=np.zeros((1, 3), np.uint8))
+    too_big = _req(5, 3)
+    missing = _Request(A=np.zeros((1, 3), np.float32))
+    responses = python_model.execute([wrong_dtype, good, wrong_dims, too_big, missing])
+    assert responses[1].error is None
+    np.testing.assert_array_equal(responses[1].outputs["Y"], 2 * good.arrays["A"])
+    messages = [r.error.message for i, r in enumerate(responses) if i != 1]
+    assert "dtype float64" in messages[0] and "FP32" in messages[0]
+    assert "shape [1, 3]" in messages[1] and "UINT8 [N, 2]" in messages[1]
+    assert "batch size 5" in messages[2] and "1..4" in messages[2]
+    assert "missing input B" in messages[3]
+    assert all(r.error.code == _TritonError.INVALID_ARG for i, r in enumerate(responses) if i != 1)
+
+
+def test_python_model_chunks_groups_above_max_batch_size(python_model: Any) -> None:
+    responses = python_model.execute([_req(3, 2), _req(3, 2), _req(1, 2)])
+    assert all(r.error is None for r in responses)
+    assert sorted(python_model.runs) == [3, 4]
