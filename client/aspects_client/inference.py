@@ -1,0 +1,211 @@
+"""Batched, concurrent gRPC inference against the Triton ensemble (tritonclient).
+
+A volume's slices [N, H, W] are split into requests of at most the model's max batch
+size, sent concurrently (``async_infer``) so the server's dynamic batcher can fill
+batches across volumes, and put back in order.  Either every slice comes back or the
+call raises: never a partial result.  UNAVAILABLE / overload answers are retried a
+bounded number of times with exponential backoff; every request has a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import contract
+from .errors import InferenceError, ModelContractError, ServerUnavailableError
+
+_RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "Exceeds maximum queue size")
+_TRITON_DTYPES = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32"}
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    model: str = contract.ENSEMBLE_MODEL
+    timeout_s: float = 120.0  # deadline of one request
+    retries: int = 3  # extra attempts on UNAVAILABLE / overload
+    backoff_s: float = 0.2  # first retry delay; doubles each time
+    ssl: bool = False
+    root_certificates: str | None = None  # PEM file for TLS
+    max_in_flight: int = 8  # requests of one volume in flight at once
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    max_batch_size: int
+
+
+class TritonSegmenter:
+    """One gRPC channel to Triton; thread-safe ``infer`` for many volumes at once."""
+
+    def __init__(self, url: str, settings: InferenceSettings = InferenceSettings()) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.url = url
+        self.settings = settings
+        try:
+            self._client = grpcclient.InferenceServerClient(
+                url, ssl=settings.ssl, root_certificates=settings.root_certificates
+            )
+        except Exception as exc:
+            raise ServerUnavailableError(f"cannot open a gRPC channel to {url}: {exc}") from None
+        self.info = self._check_contract()
+
+    def _call(self, what: str, fn, *args, **kwargs) -> Any:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return fn(*args, **kwargs)
+        except InferenceServerException as exc:
+            raise ServerUnavailableError(
+                f"Triton at {self.url} did not answer {what} ({_short(exc)}); "
+                "check the URL and that the server is running"
+            ) from None
+
+    def _check_contract(self) -> ModelInfo:
+        name = self.settings.model
+        if not self._call("the readiness check", self._client.is_server_ready):
+            raise ServerUnavailableError(f"Triton at {self.url} is not ready yet; retry shortly")
+        if not self._call("the model check", self._client.is_model_ready, name):
+            raise ServerUnavailableError(f"model {name!r} is not loaded on {self.url}")
+        meta = self._call("metadata", self._client.get_model_metadata, name, as_json=True)
+        config = self._call("config", self._client.get_model_config, name, as_json=True)["config"]
+        inputs, outputs = contract.MODEL_IO[contract.ENSEMBLE_MODEL]
+        served = {t["name"]: t for t in meta.get("inputs", []) + meta.get("outputs", [])}
+        for spec in (*inputs, *outputs):
+            got = served.get(spec.name)
+            if got is None:
+                raise ModelContractError(f"{name}: tensor {spec.name} is missing on the server")
+            if got["datatype"] != _TRITON_DTYPES[spec.dtype]:
+                raise ModelContractError(
+                    f"{name}: {spec.name}.datatype is {got['datatype']}, "
+                    f"the contract says {_TRITON_DTYPES[spec.dtype]}"
+                )
+            dims = [int(d) for d in got["shape"]][1:]  # drop the batch dim
+            if dims != list(spec.dims):
+                raise ModelContractError(
+                    f"{name}: {spec.name}.shape is {dims}, the contract says {list(spec.dims)}"
+                )
+        max_batch = int(config.get("max_batch_size", 0))
+        if max_batch < 1:
+            raise ModelContractError(f"{name}: max_batch_size is {max_batch}; batching is required")
+        return ModelInfo(name, str(meta.get("versions", [""])[-1]), max_batch)
+
+    def infer(self, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N, H, W] -> (labels uint8 [N, H, W], confidence float32 [N, 11])."""
+        if slices.dtype != np.uint8 or slices.ndim != 3:
+            raise InferenceError(
+                f"slices must be uint8 [N, H, W], got {slices.dtype} {slices.shape}"
+            )
+        n = len(slices)
+        step = min(self.info.max_batch_size, contract.MAX_BATCH_SIZE)
+        chunks = [(i, min(i + step, n)) for i in range(0, n, step)]
+        labels = np.empty(slices.shape, np.uint8)
+        confidence = np.empty((n, contract.NUM_CLASSES), np.float32)
+        gate = threading.Semaphore(self.settings.max_in_flight)
+        done = threading.Event()
+        lock = threading.Lock()
+        state = {"pending": len(chunks), "error": None}
+
+        def finish(error: BaseException | None) -> None:
+            with lock:
+                if error is not None and state["error"] is None:
+                    state["error"] = error
+                state["pending"] -= 1
+                if state["pending"] == 0 or state["error"] is not None:
+                    done.set()
+
+        def send(lo: int, hi: int, attempt: int) -> None:
+            from tritonclient.grpc import InferInput, InferRequestedOutput
+
+            batch = np.ascontiguousarray(slices[lo:hi])
+            inp = InferInput(contract.INPUT_SLICES, list(batch.shape), "UINT8")
+            inp.set_data_from_numpy(batch)
+            outs = [
+                InferRequestedOutput(contract.OUTPUT_LABELS),
+                InferRequestedOutput(contract.OUTPUT_CONFIDENCE),
+            ]
+
+            def callback(result: Any, error: Any) -> None:
+                gate.release()
+                if error is not None:
+                    if attempt < self.settings.retries and _retryable(error) and not done.is_set():
+                        delay = self.settings.backoff_s * (2**attempt)
+                        threading.Timer(delay, lambda: submit(lo, hi, attempt + 1)).start()
+                        return
+                    finish(self._error(error, lo, hi, attempt))
+                    return
+                try:
+                    lab = result.as_numpy(contract.OUTPUT_LABELS)
+                    conf = result.as_numpy(contract.OUTPUT_CONFIDENCE)
+                    if lab is None or lab.shape != batch.shape or conf is None:
+                        raise InferenceError(
+                            f"slices {lo}..{hi - 1}: the server returned "
+                            f"{None if lab is None else lab.shape}, expected {batch.shape}"
+                        )
+                    labels[lo:hi] = lab
+                    confidence[lo:hi] = conf
+                    finish(None)
+                except BaseException as exc:
+                    finish(exc)
+
+            self._client.async_infer(
+                self.settings.model,
+                [inp],
+                callback,
+                outputs=outs,
+                client_timeout=self.settings.timeout_s,
+            )
+
+        def submit(lo: int, hi: int, attempt: int) -> None:
+            if done.is_set():
+                finish(None)
+                return
+            gate.acquire()
+            try:
+                send(lo, hi, attempt)
+            except BaseException as exc:
+                gate.release()
+                finish(exc)
+
+        for lo, hi in chunks:
+            submit(lo, hi, 0)
+        if not done.wait(self.settings.timeout_s * (self.settings.retries + 2)):
+            raise ServerUnavailableError(f"no answer from {self.url} in time; nothing returned")
+        error = state["error"]
+        if error is not None:
+            raise error if isinstance(error, InferenceError) else InferenceError(str(error))
+        return labels, confidence
+
+    def _error(self, error: Any, lo: int, hi: int, attempt: int) -> InferenceError:
+        text = _short(error)
+        where = f"{self.settings.model} at {self.url}, slices {lo}..{hi - 1}"
+        if _retryable(error):
+            return ServerUnavailableError(
+                f"{where}: unavailable or overloaded after {attempt + 1} attempts ({text}); "
+                "retry later or add capacity"
+            )
+        if "DEADLINE_EXCEEDED" in text or "Deadline" in text:
+            return ServerUnavailableError(
+                f"{where}: no answer within {self.settings.timeout_s:.0f} s; the server is too slow"
+            )
+        return InferenceError(f"{where}: {text}")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _short(exc: Any) -> str:
+    status = getattr(exc, "status", lambda: None)()
+    message = getattr(exc, "message", lambda: str(exc))()
+    return " ".join(f"{status or ''} {message}".split())[:300]
+
+
+def _retryable(exc: Any) -> bool:
+    text = _short(exc)
+    return any(marker in text for marker in _RETRYABLE)
