@@ -1,0 +1,104 @@
+"""Known answers end to end: phantom files in several voxel orders, uploaded to a real
+SeaweedFS (SigV4), downloaded, segmented by a real Triton serving the ORACLE unet (maps
+intensity bands to classes), contoured, and rasterised back into each original grid.
+
+The phantom's intensities are the oracle's band centres of its true classes, so the
+right answer is the truth itself (minus classes under the per-slice min-area rule).
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from aspects_client import contract
+from aspects_client.assemble import assemble
+from aspects_client.document import validate
+from aspects_client.geometry import from_display, to_display
+from aspects_client.inference import TritonSegmenter
+from aspects_client.intensity import window_bounds
+from aspects_client.rasterize import rasterize_document
+from aspects_client.slicing import prepare
+from aspects_client.storage import fetch_object
+from aspects_client.volume_io import load_volume
+from aspects_export.oracle import oracle_intensity
+from aspects_export.phantom import make_phantom, reorder
+
+pytestmark = pytest.mark.integration
+ORDERS = ("RAS", "LPS", "LAS", "PIR")
+BUCKET = "e2e-known-answers"
+
+
+@pytest.fixture(scope="module")
+def oracle_phantom():
+    """A 512x512x6 phantom whose voxel values are the oracle band centres of its classes."""
+    phantom = make_phantom(seed=3, n_slices=6)
+    lut = np.array([oracle_intensity(c) for c in range(contract.NUM_CLASSES)], np.float32)
+    data = lut[phantom.classes]
+    assert window_bounds(data) == (lut[0], lut[-1]), "premise: the window maps bands to bands"
+    image = phantom.image.__class__(data, phantom.image.affine)
+    import dataclasses
+
+    return dataclasses.replace(phantom, image=image)
+
+
+def expected_classes(classes: np.ndarray, geometry) -> np.ndarray:
+    """Truth minus classes with fewer than MIN_AREA_PIXELS pixels in a display slice."""
+    stack = np.array(to_display(classes, geometry))
+    for n in range(len(stack)):
+        counts = np.bincount(stack[n].ravel(), minlength=contract.NUM_CLASSES)
+        small = np.flatnonzero((counts > 0) & (counts < contract.MIN_AREA_PIXELS))
+        stack[n][np.isin(stack[n], small[small > 0])] = 0
+    return from_display(stack, geometry)
+
+
+@pytest.fixture(scope="module")
+def segmented(oracle_phantom, triton_oracle, s3_client):
+    s3_client.create_bucket(Bucket=BUCKET)
+    segmenter = TritonSegmenter(triton_oracle.server.grpc_url)
+    results = {}
+    for order in ORDERS:
+        variant = reorder(oracle_phantom, order)
+        key = f"cases/{order}.nii.gz"
+        s3_client.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(variant.image.to_bytes()))
+        volume = load_volume(fetch_object(f"s3://{BUCKET}/{key}", s3_client), name=key)
+        prepared = prepare(volume)
+        labels, confidence = segmenter.infer(prepared.slices)
+        result = assemble(volume, prepared, labels, overlay=False)
+        results[order] = (variant, prepared, labels, confidence, result)
+    segmenter.close()
+    return results
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_labels_land_on_the_original_voxels(segmented, order) -> None:
+    variant, prepared, _, confidence, result = segmented[order]
+    validate(result.document)
+    classes, hemis = rasterize_document(result.document)
+    expected = expected_classes(variant.classes, prepared.geometry)
+    assert np.count_nonzero(expected) > 10_000
+    np.testing.assert_array_equal(classes, expected)
+    labelled = expected > 0
+    assert np.array_equal(hemis[labelled], variant.hemispheres[labelled]), "wrong hemisphere"
+    # the oracle is certain: every present class has confidence ~1
+    assert confidence.shape == (6, contract.NUM_CLASSES)
+    present = np.stack([np.bincount(s.ravel(), minlength=11) > 0 for s in segmented[order][2]])
+    assert np.all(confidence[present] > 0.99)
+
+
+def test_every_voxel_order_agrees_in_world_space(segmented) -> None:
+    def world_set(order):
+        variant, _, _, _, result = segmented[order]
+        classes, hemis = rasterize_document(result.document)
+        ijk = np.argwhere(classes > 0)
+        xyz = ijk @ variant.image.affine[:3, :3].T + variant.image.affine[:3, 3]
+        keys = classes[tuple(ijk.T)].astype(np.int64) * 4 + hemis[tuple(ijk.T)]
+        return {(int(k), *np.round(p, 2)) for k, p in zip(keys, xyz, strict=True)}
+
+    reference = world_set(ORDERS[0])
+    for order in ORDERS[1:]:
+        assert world_set(order) == reference, order
+    summaries = [segmented[o][4].document["summary"] for o in ORDERS]
+    assert all(s == summaries[0] for s in summaries)
