@@ -37,24 +37,41 @@ class MidsagittalPlane:
 
 
 def estimate_plane(labels: np.ndarray, geometry: Geometry) -> MidsagittalPlane:
-    """Mid-sagittal plane from a display label stack [N, H, W] (class indices)."""
+    """Mid-sagittal plane from a display label stack [N, H, W] (class indices).
+
+    Vectorised: one pass over the labelled pixels, per-class sums with np.bincount;
+    only the per-class centroids are mapped to world space.
+    """
     to_world = geometry.display_to_world
+    flat = labels.ravel()
+    idx = np.flatnonzero(flat)
     normals, midpoints, weights = [], [], []
-    for region in contract.REGIONS:
-        idx = np.argwhere(labels == region.index)
-        if len(idx) < 2:
-            continue
-        world = apply_affine_points(to_world, idx)
-        x = world[:, 0]
-        right, left = world[x > x.mean()], world[x <= x.mean()]
-        if min(len(right), len(left)) < MIN_SIDE_FRACTION * len(world):
-            continue
-        c_r, c_l = right.mean(axis=0), left.mean(axis=0)
-        if c_r[0] - c_l[0] < MIN_PAIR_SEPARATION_MM:
-            continue
-        normals.append((c_r - c_l) / np.linalg.norm(c_r - c_l))
-        midpoints.append((c_r + c_l) / 2.0)
-        weights.append(float(len(world)))
+    if idx.size:
+        cls = flat[idx].astype(np.intp)
+        nrc = np.unravel_index(idx, labels.shape)
+        x = to_world[0, 3] + sum(to_world[0, a] * nrc[a] for a in range(3))
+        n_classes = contract.NUM_CLASSES
+        count = np.bincount(cls, minlength=n_classes).astype(np.float64)
+        mean_x = np.bincount(cls, weights=x, minlength=n_classes) / np.maximum(count, 1)
+        right = x > mean_x[cls]
+        group = cls * 2 + right  # 2c = left part of class c, 2c+1 = right part
+        g_count = np.bincount(group, minlength=2 * n_classes).astype(np.float64)
+        g_sum = np.stack(
+            [np.bincount(group, weights=nrc[a], minlength=2 * n_classes) for a in range(3)],
+            axis=1,
+        )
+        for region in contract.REGIONS:
+            c = region.index
+            n_left, n_right = g_count[2 * c], g_count[2 * c + 1]
+            if count[c] < 2 or min(n_left, n_right) < MIN_SIDE_FRACTION * count[c]:
+                continue
+            c_l = apply_affine_points(to_world, g_sum[2 * c][None] / n_left)[0]
+            c_r = apply_affine_points(to_world, g_sum[2 * c + 1][None] / n_right)[0]
+            if c_r[0] - c_l[0] < MIN_PAIR_SEPARATION_MM:
+                continue
+            normals.append((c_r - c_l) / np.linalg.norm(c_r - c_l))
+            midpoints.append((c_r + c_l) / 2.0)
+            weights.append(float(count[c]))
     if normals:
         w = np.asarray(weights)[:, None]
         normal = (np.asarray(normals) * w).sum(axis=0)
@@ -67,12 +84,23 @@ def estimate_plane(labels: np.ndarray, geometry: Geometry) -> MidsagittalPlane:
 
 
 def hemisphere_map(labels: np.ndarray, geometry: Geometry, plane: MidsagittalPlane) -> np.ndarray:
-    """uint8 [N, H, W]: hemisphere code of every labelled pixel, 0 elsewhere."""
+    """uint8 [N, H, W]: hemisphere code of every labelled pixel, 0 elsewhere.
+
+    The signed distance to the plane is linear in (n, row, col), so it is evaluated
+    directly on the indices of the labelled pixels.
+    """
     out = np.zeros(labels.shape, dtype=np.uint8)
-    idx = np.nonzero(labels)
-    if idx[0].size:
-        world = apply_affine_points(geometry.display_to_world, np.stack(idx, axis=1))
-        out[idx] = plane.side(world)
+    idx = np.flatnonzero(labels.ravel())
+    if idx.size:
+        m = geometry.display_to_world
+        normal = np.asarray(plane.normal)
+        coef = normal @ m[:3, :3]
+        signed = float(normal @ m[:3, 3]) - plane.offset_mm
+        nrc = np.unravel_index(idx, labels.shape)
+        signed = signed + sum(coef[a] * nrc[a] for a in range(3))
+        right = np.uint8(contract.HEMISPHERE_CODES[contract.HEMISPHERE_RIGHT])
+        left = np.uint8(contract.HEMISPHERE_CODES[contract.HEMISPHERE_LEFT])
+        out.ravel()[idx] = np.where(signed > 0, right, left)
     return out
 
 
