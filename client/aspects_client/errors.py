@@ -87,6 +87,10 @@ class ServerUnavailableError(InferenceError):
     """Triton is unreachable, not ready, or overloaded after the allowed retries."""
 
 
+class ModelNotReadyError(InferenceError):
+    """The server is up but the model is not loaded (or not ready)."""
+
+
 class ModelContractError(InferenceError):
     """The served model does not match contract.py (names, dtypes, shapes, batch size)."""
 

@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from . import contract
-from .errors import InferenceError, ModelContractError, ServerUnavailableError
+from .errors import (
+    InferenceError,
+    ModelContractError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+)
 
 _RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "Exceeds maximum queue size")
 _TRITON_DTYPES = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32"}
@@ -72,7 +77,10 @@ class TritonSegmenter:
         if not self._call("the readiness check", self._client.is_server_ready):
             raise ServerUnavailableError(f"Triton at {self.url} is not ready yet; retry shortly")
         if not self._call("the model check", self._client.is_model_ready, name):
-            raise ServerUnavailableError(f"model {name!r} is not loaded on {self.url}")
+            raise ModelNotReadyError(
+                f"model {name!r} is not loaded on {self.url}; load it "
+                "(model control) or check the server's model repository"
+            )
         meta = self._call("metadata", self._client.get_model_metadata, name, as_json=True)
         config = self._call("config", self._client.get_model_config, name, as_json=True)["config"]
         inputs, outputs = contract.MODEL_IO[contract.ENSEMBLE_MODEL]

@@ -265,6 +265,10 @@ class LocalTriton:
             p for p in (str(self.server_venv / "bin"), env.get("PATH", "")) if p
         )
         env["VIRTUAL_ENV"] = str(self.server_venv)
+        if self._workdir is not None:  # the server's own temp files die with the workdir
+            tmp = self._workdir / "tmp"
+            tmp.mkdir(exist_ok=True)
+            env["TMPDIR"] = str(tmp)
         for var in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"):
             env.pop(var, None)
         return env
