@@ -1,0 +1,106 @@
+"""Load: 8 volumes at once from threads (all correct), then a bounded soak of 200 volumes
+at concurrency 8 with no errors and no growth of the client's memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from aspects_client import contract
+from aspects_client.client import AspectsClient
+from aspects_client.geometry import from_display, geometry_of, to_display
+from aspects_client.intensity import window_bounds
+from aspects_client.rasterize import rasterize_document
+from aspects_client.storage import S3Settings
+from aspects_export.oracle import oracle_intensity
+from aspects_export.phantom import make_phantom, reorder
+
+pytestmark = pytest.mark.integration
+LUT = np.array([oracle_intensity(c) for c in range(contract.NUM_CLASSES)], np.float32)
+
+
+def oracle_case(seed: int, order: str, n_slices: int = 3):
+    """A 512x512 phantom painted with the oracle's band centres, in a given voxel order."""
+    phantom = make_phantom(seed=seed, n_slices=n_slices, centre_z_mm=5.0)  # ganglionic level
+    data = LUT[phantom.classes]
+    assert window_bounds(data) == (LUT[0], LUT[-1]), "premise: the window maps bands to bands"
+    painted = dataclasses.replace(
+        phantom, image=phantom.image.__class__(data, phantom.image.affine)
+    )
+    return reorder(painted, order)
+
+
+def expected(variant, geometry) -> np.ndarray:
+    stack = np.array(to_display(variant.classes, geometry))
+    for n in range(len(stack)):
+        counts = np.bincount(stack[n].ravel(), minlength=contract.NUM_CLASSES)
+        small = np.flatnonzero((counts > 0) & (counts < contract.MIN_AREA_PIXELS))
+        stack[n][np.isin(stack[n], small[small > 0])] = 0
+    return from_display(stack, geometry)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_eight_volumes_in_parallel_from_threads(triton_oracle, s3_server, s3_client) -> None:
+    s3_client.create_bucket(Bucket="load")
+    orders = ("RAS", "LPS", "PIR", "LAS", "ASL", "RPI", "ILP", "SLA")
+    cases = {}
+    for i, order in enumerate(orders):
+        variant = oracle_case(seed=20 + i, order=order)
+        key = f"v{i}_{order}.nii.gz"
+        s3_client.put_object(
+            Bucket="load", Key=key, Body=gzip.compress(variant.image.to_bytes(), compresslevel=1)
+        )
+        cases[f"s3://load/{key}"] = variant
+    settings = S3Settings(
+        endpoint_url=s3_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+    )
+    with (
+        AspectsClient(triton_oracle.server.grpc_url, s3=settings, overlay=False) as client,
+        ThreadPoolExecutor(max_workers=8) as pool,
+    ):
+        results = dict(zip(cases, pool.map(client.segment, cases), strict=True))
+    for url, variant in cases.items():
+        result = results[url]
+        classes, hemis = rasterize_document(result.document)
+        geometry = geometry_of(variant.image.affine, variant.image.shape)
+        want = expected(variant, geometry)
+        assert np.count_nonzero(want) > 1000, url
+        np.testing.assert_array_equal(classes, want, err_msg=url)
+        assert np.array_equal(hemis[want > 0], variant.hemispheres[want > 0]), url
+        assert result.provenance["model"] == contract.ENSEMBLE_MODEL
+        assert set(result.timings_s) >= {"download", "decode_validate", "inference"}
+
+
+@pytest.mark.timeout(900)
+def test_soak_200_volumes_no_errors_no_memory_growth(triton_oracle) -> None:
+    variant = oracle_case(seed=40, order="LPS", n_slices=2)
+    raw = gzip.compress(variant.image.to_bytes(), compresslevel=1)
+    with AspectsClient(triton_oracle.server.grpc_url, overlay=False) as client:
+        reference = client.segment(raw).document["summary"]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+
+            def run(n: int) -> int:
+                summaries = [client.segment(raw).document["summary"] for _ in range(n)]
+                return sum(s == reference for s in summaries)
+
+            warm = sum(pool.map(run, [5] * 8))  # 40 volumes
+            rss_after_warm_up = rss_mib()
+            soak = sum(pool.map(run, [20] * 8))  # 160 volumes
+            rss_after_soak = rss_mib()
+    assert warm + soak == 200, "every volume must come back identical to the reference"
+    growth = rss_after_soak - rss_after_warm_up
+    assert growth < 64, f"client RSS grew {growth:.0f} MiB over 160 volumes"
