@@ -3,14 +3,18 @@
 Stages: export the demo checkpoint (UNTRAINED seeded weights) to ONNX and a CPU model
 repository; start the local Triton and a local S3-compatible server (SeaweedFS, with
 credentials); upload a synthetic DWI phantom; download it back from ``s3://``, prepare it,
-segment it through the ``aspects`` ensemble; write the contours JSON, label map and
-overlay; stop every process it started.
+run ``aspects segment s3://...`` against both (download, prepare, the ``aspects``
+ensemble, contours), which writes the contours JSON, label map and overlay; stop every
+process it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -38,15 +42,13 @@ def run(out: Path, *, seed: int, orientation: str) -> int:
     from aspects_client import contract
     from aspects_client.assemble import assemble
     from aspects_client.cli import write_atomic
-    from aspects_client.document import dumps, validate
+    from aspects_client.document import validate
     from aspects_client.geometry import to_display
-    from aspects_client.inference import TritonSegmenter
-    from aspects_client.labelmap import label_map_bytes
     from aspects_client.local_s3 import LocalS3
     from aspects_client.local_triton import LocalTriton
     from aspects_client.overlay import render_overlay
     from aspects_client.slicing import prepare
-    from aspects_client.storage import S3Settings, fetch_object, make_s3_client
+    from aspects_client.storage import S3Settings, make_s3_client
     from aspects_client.volume_io import load_volume
 
     from .cli import export_onnx, write_repo
@@ -88,35 +90,32 @@ def run(out: Path, *, seed: int, orientation: str) -> int:
         stage(f"upload {url} ({len(nii_gz) / 1e6:.1f} MB)", t)
 
         t = time.perf_counter()
-        raw = fetch_object(url, client)
-        volume = load_volume(raw, name=url)
-        prepared = prepare(volume)
-        stage("download + validate + window + slice", t)
+        base = out / f"phantom_{orientation}"
+        cmd = [sys.executable, "-m", "aspects_client.cli", "segment", url]
+        cmd += ["-o", f"{base}.json", "--labels", "--overlay", "--quiet"]
+        cmd += ["--url", triton.grpc_url, "--endpoint-url", s3.endpoint_url]
+        print(f"[demo] $ aspects segment {url} -o {base}.json --labels --overlay", file=sys.stderr)
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"aspects segment failed: {proc.stderr.strip()}")
+        stage(
+            f"aspects segment (download, prepare, Triton '{contract.ENSEMBLE_MODEL}', contours)", t
+        )
 
-        t = time.perf_counter()
-        segmenter = TritonSegmenter(triton.grpc_url)
-        labels, _confidence = segmenter.infer(prepared.slices)
-        segmenter.close()
-        stage(f"Triton ensemble '{contract.ENSEMBLE_MODEL}' on {len(labels)} slices", t)
+    document = json.loads(Path(f"{base}.json").read_text())
+    validate(document)
+    for name, seconds in document["provenance"]["timings_s"].items():
+        print(f"[demo]   segment stage {name}: {seconds:.2f} s", file=sys.stderr)
 
     t = time.perf_counter()
-    result = assemble(
-        volume,
-        prepared,
-        labels,
-        provenance={
-            "model": contract.ENSEMBLE_MODEL,
-            "weights": UNTRAINED_NOTE,
-            "threshold_prob": contract.THRESHOLD_PROB,
-            "min_area_pixels": contract.MIN_AREA_PIXELS,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        },
-        overlay_note=UNTRAINED_NOTE,
-    )
-    validate(result.document)
-    write_atomic(out / "contours.json", dumps(result.document).encode())
-    write_atomic(out / "labels.nii.gz", label_map_bytes(result.label_image))
-    write_atomic(out / "overlay.png", result.overlay_png or b"")
+    volume = load_volume(nii_gz, name=url)
+    prepared = prepare(volume)
     truth = np.ascontiguousarray(to_display(phantom.classes, prepared.geometry))
     truth_result = assemble(volume, prepared, truth, overlay=False)
     write_atomic(
@@ -130,15 +129,15 @@ def run(out: Path, *, seed: int, orientation: str) -> int:
         ),
     )
     write_atomic(out / f"phantom_{orientation}.nii.gz", nii_gz)
-    stage("contours + JSON + label map + overlays", t)
+    stage("ground-truth overlay for comparison", t)
 
-    labelled = int(np.count_nonzero(labels))
-    print(f"[demo] {UNTRAINED_NOTE}; {labelled} labelled pixels", file=sys.stderr)
+    labelled = sum(e["voxels"] for r in document["summary"].values() for e in r.values())
+    print(f"[demo] {UNTRAINED_NOTE}; {labelled} labelled voxels", file=sys.stderr)
     print(f"[demo] all servers stopped; outputs in {out.resolve()}:")
     for name in (
-        "contours.json",
-        "labels.nii.gz",
-        "overlay.png",
+        f"{base.name}.json",
+        f"{base.name}_labels.nii.gz",
+        f"{base.name}_overlay.png",
         "overlay_truth.png",
         f"phantom_{orientation}.nii.gz",
     ):
