@@ -133,6 +133,8 @@ def cpu_config(gpu_config: mc.ModelConfig) -> mc.ModelConfig:
     config.parameters[PARAM_ONNX_FILE].string_value = ONNX_MODEL_FILE
     config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(CPU_INTRA_OP_THREADS[name])
     config.parameters[PARAM_INTER_OP_THREADS].string_value = "1"
+    config.parameters["allow_spinning"].string_value = "0"  # 3 stubs share few cores
+    config.parameters["cpu_mem_arena"].string_value = "0"  # do not keep batch peaks resident
     return config
 
 
