@@ -3,7 +3,6 @@ at concurrency 8 with no errors and no growth of the client's memory."""
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,35 +11,19 @@ import pytest
 
 from aspects_client import contract
 from aspects_client.client import AspectsClient
-from aspects_client.geometry import from_display, geometry_of, to_display
-from aspects_client.intensity import window_bounds
+from aspects_client.geometry import geometry_of
 from aspects_client.rasterize import rasterize_document
 from aspects_client.storage import S3Settings
-from aspects_export.oracle import oracle_intensity
-from aspects_export.phantom import make_phantom, reorder
+from aspects_export.phantom import reorder
+
+from .oracle_cases import expected_classes, painted_phantom
 
 pytestmark = pytest.mark.integration
-LUT = np.array([oracle_intensity(c) for c in range(contract.NUM_CLASSES)], np.float32)
 
 
 def oracle_case(seed: int, order: str, n_slices: int = 3):
-    """A 512x512 phantom painted with the oracle's band centres, in a given voxel order."""
-    phantom = make_phantom(seed=seed, n_slices=n_slices, centre_z_mm=5.0)  # ganglionic level
-    data = LUT[phantom.classes]
-    assert window_bounds(data) == (LUT[0], LUT[-1]), "premise: the window maps bands to bands"
-    painted = dataclasses.replace(
-        phantom, image=phantom.image.__class__(data, phantom.image.affine)
-    )
-    return reorder(painted, order)
-
-
-def expected(variant, geometry) -> np.ndarray:
-    stack = np.array(to_display(variant.classes, geometry))
-    for n in range(len(stack)):
-        counts = np.bincount(stack[n].ravel(), minlength=contract.NUM_CLASSES)
-        small = np.flatnonzero((counts > 0) & (counts < contract.MIN_AREA_PIXELS))
-        stack[n][np.isin(stack[n], small[small > 0])] = 0
-    return from_display(stack, geometry)
+    """A 512x512 painted phantom at the ganglionic level, in a given voxel order."""
+    return reorder(painted_phantom(seed=seed, n_slices=n_slices, centre_z_mm=5.0), order)
 
 
 def rss_mib() -> float:
@@ -77,7 +60,7 @@ def test_eight_volumes_in_parallel_from_threads(triton_oracle, s3_server, s3_cli
         result = results[url]
         classes, hemis = rasterize_document(result.document)
         geometry = geometry_of(variant.image.affine, variant.image.shape)
-        want = expected(variant, geometry)
+        want = expected_classes(variant.classes, geometry)
         assert np.count_nonzero(want) > 1000, url
         np.testing.assert_array_equal(classes, want, err_msg=url)
         assert np.array_equal(hemis[want > 0], variant.hemispheres[want > 0]), url

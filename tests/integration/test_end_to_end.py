@@ -16,15 +16,14 @@ import pytest
 from aspects_client import contract
 from aspects_client.assemble import assemble
 from aspects_client.document import validate
-from aspects_client.geometry import from_display, to_display
 from aspects_client.inference import TritonSegmenter
-from aspects_client.intensity import window_bounds
 from aspects_client.rasterize import rasterize_document
 from aspects_client.slicing import prepare
 from aspects_client.storage import fetch_object
 from aspects_client.volume_io import load_volume
-from aspects_export.oracle import oracle_intensity
-from aspects_export.phantom import make_phantom, reorder
+from aspects_export.phantom import reorder
+
+from .oracle_cases import expected_classes, painted_phantom
 
 pytestmark = pytest.mark.integration
 ORDERS = ("RAS", "LPS", "LAS", "PIR")
@@ -34,24 +33,7 @@ BUCKET = "e2e-known-answers"
 @pytest.fixture(scope="module")
 def oracle_phantom():
     """A 512x512x6 phantom whose voxel values are the oracle band centres of its classes."""
-    phantom = make_phantom(seed=3, n_slices=6)
-    lut = np.array([oracle_intensity(c) for c in range(contract.NUM_CLASSES)], np.float32)
-    data = lut[phantom.classes]
-    assert window_bounds(data) == (lut[0], lut[-1]), "premise: the window maps bands to bands"
-    image = phantom.image.__class__(data, phantom.image.affine)
-    import dataclasses
-
-    return dataclasses.replace(phantom, image=image)
-
-
-def expected_classes(classes: np.ndarray, geometry) -> np.ndarray:
-    """Truth minus classes with fewer than MIN_AREA_PIXELS pixels in a display slice."""
-    stack = np.array(to_display(classes, geometry))
-    for n in range(len(stack)):
-        counts = np.bincount(stack[n].ravel(), minlength=contract.NUM_CLASSES)
-        small = np.flatnonzero((counts > 0) & (counts < contract.MIN_AREA_PIXELS))
-        stack[n][np.isin(stack[n], small[small > 0])] = 0
-    return from_display(stack, geometry)
+    return painted_phantom(seed=3, n_slices=6)
 
 
 @pytest.fixture(scope="module")
