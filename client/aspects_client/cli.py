@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-object-bytes", type=int, default=DEFAULT_MAX_OBJECT_BYTES)
     g.add_argument("--volume-index", type=int, default=None, help="volume of a 4D series")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    g.add_argument("--retries", type=int, default=3, help="retries on UNAVAILABLE/overload")
+    g.add_argument("--retries", type=int, default=4, help="retries on UNAVAILABLE/overload")
     g.add_argument("--tls", action="store_true", help="gRPC over TLS")
     g.add_argument("--root-certificates", help="PEM CA bundle for --tls")
     g.add_argument("--concurrency", type=int, default=4, help="volumes in flight at once")

@@ -31,11 +31,12 @@ _TRITON_DTYPES = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32"}
 class InferenceSettings:
     model: str = contract.ENSEMBLE_MODEL
     timeout_s: float = 120.0  # deadline of one request
-    retries: int = 3  # extra attempts on UNAVAILABLE / overload
+    retries: int = 4  # extra attempts on UNAVAILABLE / overload (0.2+0.4+0.8+1.6 s)
     backoff_s: float = 0.2  # first retry delay; doubles each time
     ssl: bool = False
     root_certificates: str | None = None  # PEM file for TLS
     max_in_flight: int = 8  # requests of one volume in flight at once
+    connect_timeout_s: float = 20.0  # deadline of each connect-time check (ready, metadata)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,10 @@ class TritonSegmenter:
         self.settings = settings
         try:
             self._client = grpcclient.InferenceServerClient(
-                url, ssl=settings.ssl, root_certificates=settings.root_certificates
+                url,
+                ssl=settings.ssl,
+                root_certificates=settings.root_certificates,
+                channel_args=channel_args(),
             )
         except Exception as exc:
             raise ServerUnavailableError(f"cannot open a gRPC channel to {url}: {exc}") from None
@@ -64,6 +68,7 @@ class TritonSegmenter:
     def _call(self, what: str, fn, *args, **kwargs) -> Any:
         from tritonclient.utils import InferenceServerException
 
+        kwargs.setdefault("client_timeout", self.settings.connect_timeout_s)
         try:
             return fn(*args, **kwargs)
         except InferenceServerException as exc:
@@ -183,8 +188,18 @@ class TritonSegmenter:
 
         for lo, hi in chunks:
             submit(lo, hi, 0)
-        if not done.wait(self.settings.timeout_s * (self.settings.retries + 2)):
-            raise ServerUnavailableError(f"no answer from {self.url} in time; nothing returned")
+        # every attempt has its own deadline; add the backoff delays and some slack
+        retries = max(0, self.settings.retries)
+        limit = (
+            self.settings.timeout_s * (retries + 2)
+            + self.settings.backoff_s * (2**retries - 1)
+            + 5.0
+        )
+        if not done.wait(limit):
+            raise ServerUnavailableError(
+                f"no answer from {self.url} within the {limit:g} s overall deadline; "
+                "nothing returned"
+            )
         error = state["error"]
         if error is not None:
             raise error if isinstance(error, InferenceError) else InferenceError(str(error))
@@ -200,12 +215,36 @@ class TritonSegmenter:
             )
         if "DEADLINE_EXCEEDED" in text or "Deadline" in text:
             return ServerUnavailableError(
-                f"{where}: no answer within {self.settings.timeout_s:.0f} s; the server is too slow"
+                f"{where}: no answer within the {self.settings.timeout_s:g} s deadline ({text}); "
+                "the server is too slow or overloaded"
             )
         return InferenceError(f"{where}: {text}")
 
     def close(self) -> None:
         self._client.close()
+
+
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's default channel options plus a short reconnect backoff.
+
+    Behind a load balancer a pod may go away; gRPC's default reconnect backoff (1 s growing
+    to 120 s) would outlast our retries, so reconnect within 0.1-1 s instead.  Passing
+    channel_args replaces tritonclient's defaults, hence they are repeated here.
+    """
+    from tritonclient.grpc import KeepAliveOptions
+
+    ka = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.max_receive_message_length", 2**31 - 1),
+        ("grpc.keepalive_time_ms", ka.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", ka.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", ka.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", ka.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
 
 
 def _short(exc: Any) -> str:

@@ -1,0 +1,14 @@
+# The thin client (`aspects segment`): no torch, no GPU.  Build context: the repository root.
+#   docker compose --profile client build client
+FROM python:3.11-slim
+
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+WORKDIR /opt/aspects
+COPY pyproject.toml README.md NOTICE ./
+COPY client ./client
+COPY export ./export
+RUN pip install . && aspects --help >/dev/null
+
+WORKDIR /out
+ENTRYPOINT ["aspects"]
+CMD ["--help"]

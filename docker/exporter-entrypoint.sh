@@ -1,0 +1,52 @@
+#!/bin/sh
+# The compose `exporter` service (and the Kubernetes engine-build Job): make the GPU model
+# repository, building the TensorRT FP16 engine only when it is missing or stale.
+#
+#   ASPECTS_CHECKPOINT   checkpoint path (e.g. /checkpoints/model.ckpt) or "demo" (UNTRAINED)
+#   ASPECTS_ONNX_DIR     where the three ONNX graphs are kept (default /build/onnx); exported
+#                        from the checkpoint when missing or when the checkpoint changed
+#   ASPECTS_ENGINE_DIR   where unet.plan and its cache key unet.plan.json live (default /build)
+#   ASPECTS_BUILD_ENGINE 1 (default): TensorRT engine; 0: onnxruntime fallback only
+#   ASPECTS_REPOSITORY   output model repository (default /models)
+#   ASPECTS_UPLOAD_S3    optional s3://bucket/prefix to upload the repository to (the Job)
+set -eu
+
+CKPT="${ASPECTS_CHECKPOINT:-demo}"
+ONNX_DIR="${ASPECTS_ONNX_DIR:-/build/onnx}"
+ENGINE_DIR="${ASPECTS_ENGINE_DIR:-/build}"
+REPO="${ASPECTS_REPOSITORY:-/models}"
+say() { echo "aspects-exporter: $*" >&2; }
+
+mkdir -p "$ONNX_DIR" "$ENGINE_DIR"
+if [ "$CKPT" = "demo" ]; then
+  stamp="demo"
+else
+  [ -f "$CKPT" ] || { say "checkpoint $CKPT does not exist (mount it under /checkpoints)"; exit 66; }
+  stamp="$(sha256sum "$CKPT" | cut -d' ' -f1)"
+fi
+if [ ! -f "$ONNX_DIR/unet.onnx" ] || [ ! -f "$ONNX_DIR/preprocess.onnx" ] \
+   || [ ! -f "$ONNX_DIR/postprocess.onnx" ] \
+   || [ "$(cat "$ONNX_DIR/.checkpoint" 2>/dev/null || true)" != "$stamp" ]; then
+  say "exporting ONNX from checkpoint $CKPT"
+  aspects-export onnx --checkpoint "$CKPT" --out "$ONNX_DIR"
+  printf '%s\n' "$stamp" > "$ONNX_DIR/.checkpoint"
+else
+  say "ONNX graphs in $ONNX_DIR match the checkpoint; not re-exported"
+fi
+
+if [ "${ASPECTS_BUILD_ENGINE:-1}" = "1" ]; then
+  # Reuses $ENGINE_DIR/unet.plan while its key (ONNX sha256, GPU, TensorRT) matches.
+  aspects-export tensorrt --onnx "$ONNX_DIR/unet.onnx" --out "$ENGINE_DIR"
+  aspects-export repository --onnx-dir "$ONNX_DIR" --out "$REPO" --layout gpu \
+    --engine "$ENGINE_DIR/unet.plan"
+else
+  say "ASPECTS_BUILD_ENGINE=0: onnxruntime fallback only (start Triton with"
+  say "--model-config-name=onnxruntime)"
+  aspects-export repository --onnx-dir "$ONNX_DIR" --out "$REPO" --layout gpu
+fi
+
+if [ -n "${ASPECTS_UPLOAD_S3:-}" ]; then
+  say "uploading $REPO to $ASPECTS_UPLOAD_S3"
+  python3 /opt/aspects/docker/upload_repository.py "$REPO" "$ASPECTS_UPLOAD_S3"
+fi
+say "model repository ready in $REPO"
