@@ -72,9 +72,15 @@ class TritonSegmenter:
         try:
             return fn(*args, **kwargs)
         except InferenceServerException as exc:
+            text = _short(exc)
+            if "handshake" in text.lower() or "CERTIFICATE_VERIFY_FAILED" in text:
+                hint = "check --root-certificates and the server certificate's host names"
+            elif not self.settings.ssl and "Socket closed" in text:
+                hint = "check the URL, that the server is running and whether it needs --tls"
+            else:
+                hint = "check the URL and that the server is running"
             raise ServerUnavailableError(
-                f"Triton at {self.url} did not answer {what} ({_short(exc)}); "
-                "check the URL and that the server is running"
+                f"Triton at {self.url} did not answer {what} ({text}); {hint}"
             ) from None
 
     def _check_contract(self) -> ModelInfo:
