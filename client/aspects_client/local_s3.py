@@ -125,7 +125,7 @@ class LocalS3:
             "-master.volumeSizeLimitMB=64",
             f"-s3.localSocket={self._workdir / 's3.sock'}",
             f"-filer.localSocket={self._workdir / 'filer.sock'}",
-            "-volume.max=16",
+            "-volume.max=100",  # each bucket (collection) takes ~7 volume slots; sparse files
             *(f"-{flag}={port}" for flag, port in self._ports.items()),
         ]
         env = {**os.environ, "TMPDIR": str(self._workdir / "tmp")}  # weed's unix sockets
