@@ -138,7 +138,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from .storage import S3Settings
 
     if args.concurrency < 1:
-        raise SystemExit(f"{PROG}: error: --concurrency must be >= 1")
+        print(f"{PROG}: error: --concurrency must be >= 1", file=sys.stderr)
+        return 2
     paths = output_paths(args.sources, args.output)
     settings = InferenceSettings(
         timeout_s=args.timeout,
@@ -179,6 +180,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                     failures += 1
                     print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
                     status = "FAILED"
+                except Exception as exc:  # a bug, not bad input: still one line, go on
+                    failures += 1
+                    print(
+                        f"{PROG}: error: {args.sources[i]}: unexpected "
+                        f"{type(exc).__name__}: {one_line(str(exc))}",
+                        file=sys.stderr,
+                    )
+                    status = "FAILED"
                 if not args.quiet and total > 1:
                     print(f"{_bar(done, total)} {args.sources[i]}: {status}", file=sys.stderr)
     if not args.quiet:
@@ -195,6 +204,7 @@ def _bar(done: int, total: int, width: int = 20) -> str:
 def _cmd_contours(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from . import contract
     from .assemble import assemble
     from .document import dumps
     from .errors import InvalidVolumeError
@@ -213,8 +223,16 @@ def _cmd_contours(args: argparse.Namespace) -> int:
             f"{args.labels}: grid {labels_vol.shape} does not match the volume's "
             f"{volume.shape} (shape and affine must be identical)"
         )
+    values = labels_vol.data
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        raise InvalidVolumeError(f"{args.labels}: label values must be whole numbers")
+    if values.size and (values.min() < 0 or values.max() >= contract.NUM_CLASSES):
+        raise InvalidVolumeError(
+            f"{args.labels}: label values must be class indices 0..{contract.NUM_CLASSES - 1} "
+            f"({', '.join(contract.CLASS_KEYS)})"
+        )
     prepared = prepare(volume)
-    labels = np.ascontiguousarray(to_display(labels_vol.data, prepared.geometry)).astype(np.uint8)
+    labels = np.ascontiguousarray(to_display(values, prepared.geometry)).astype(np.uint8)
     result = assemble(
         volume,
         prepared,

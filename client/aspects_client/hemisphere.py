@@ -18,6 +18,9 @@ from .geometry import Geometry, apply_affine_points
 
 MIN_PAIR_SEPARATION_MM = 20.0  # left and right centroids of one class at least this apart
 MIN_SIDE_FRACTION = 0.2  # each side holds at least this share of the class's pixels
+GAP_MM = 3.0  # a bilateral class has (almost) no pixels within this distance of its split
+MAX_GAP_FRACTION = 0.02  # ... at most this share; a one-sided class fails this test
+MAX_OFFSET_SPREAD_MM = 5.0  # classes whose midpoints disagree with the median are dropped
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ def estimate_plane(labels: np.ndarray, geometry: Geometry) -> MidsagittalPlane:
         n_classes = contract.NUM_CLASSES
         count = np.bincount(cls, minlength=n_classes).astype(np.float64)
         mean_x = np.bincount(cls, weights=x, minlength=n_classes) / np.maximum(count, 1)
+        near_split = np.abs(x - mean_x[cls]) < GAP_MM
+        n_near = np.bincount(cls, weights=near_split, minlength=n_classes)
         right = x > mean_x[cls]
         group = cls * 2 + right  # 2c = left part of class c, 2c+1 = right part
         g_count = np.bincount(group, minlength=2 * n_classes).astype(np.float64)
@@ -65,6 +70,8 @@ def estimate_plane(labels: np.ndarray, geometry: Geometry) -> MidsagittalPlane:
             n_left, n_right = g_count[2 * c], g_count[2 * c + 1]
             if count[c] < 2 or min(n_left, n_right) < MIN_SIDE_FRACTION * count[c]:
                 continue
+            if n_near[c] > MAX_GAP_FRACTION * count[c]:  # one region, not a left/right pair
+                continue
             c_l = apply_affine_points(to_world, g_sum[2 * c][None] / n_left)[0]
             c_r = apply_affine_points(to_world, g_sum[2 * c + 1][None] / n_right)[0]
             if c_r[0] - c_l[0] < MIN_PAIR_SEPARATION_MM:
@@ -73,11 +80,13 @@ def estimate_plane(labels: np.ndarray, geometry: Geometry) -> MidsagittalPlane:
             midpoints.append((c_r + c_l) / 2.0)
             weights.append(float(count[c]))
     if normals:
-        w = np.asarray(weights)[:, None]
-        normal = (np.asarray(normals) * w).sum(axis=0)
+        w = np.asarray(weights)
+        normal = (np.asarray(normals) * w[:, None]).sum(axis=0)
         normal /= np.linalg.norm(normal)
-        point = (np.asarray(midpoints) * w).sum(axis=0) / w.sum()
-        return MidsagittalPlane(_tuple3(normal), float(normal @ point), "bilateral-centroids")
+        offsets = np.asarray(midpoints) @ normal
+        keep = np.abs(offsets - np.median(offsets)) <= MAX_OFFSET_SPREAD_MM
+        offset = float((offsets[keep] * w[keep]).sum() / w[keep].sum())
+        return MidsagittalPlane(_tuple3(normal), offset, "bilateral-centroids")
     n, h, w_ = geometry.display_shape
     centre = apply_affine_points(to_world, [[(n - 1) / 2, (h - 1) / 2, (w_ - 1) / 2]])[0]
     return MidsagittalPlane((1.0, 0.0, 0.0), float(centre[0]), "fov-centre")

@@ -9,6 +9,7 @@ bounded number of times with exponential backoff; every request has a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,17 @@ class TritonSegmenter:
             )
         except Exception as exc:
             raise ServerUnavailableError(f"cannot open a gRPC channel to {url}: {exc}") from None
-        self.info = self._check_contract()
+        # tritonclient's async_infer keeps the in-flight call in one shared attribute
+        # before attaching the callback: concurrent calls on one client could swap
+        # callbacks between requests.  Sending is serialised; waiting is not.
+        self._send_lock = threading.Lock()
+        if settings.max_in_flight < 1:
+            raise ValueError("InferenceSettings.max_in_flight must be >= 1")
+        try:
+            self.info = self._check_contract()
+        except BaseException:
+            self._client.close()
+            raise
 
     def _call(self, what: str, fn, *args, **kwargs) -> Any:
         from tritonclient.utils import InferenceServerException
@@ -122,6 +133,8 @@ class TritonSegmenter:
                 f"slices must be uint8 [N, H, W], got {slices.dtype} {slices.shape}"
             )
         n = len(slices)
+        if n == 0:
+            return np.empty(slices.shape, np.uint8), np.empty((0, contract.NUM_CLASSES), np.float32)
         step = min(self.info.max_batch_size, contract.MAX_BATCH_SIZE)
         chunks = [(i, min(i + step, n)) for i in range(0, n, step)]
         labels = np.empty(slices.shape, np.uint8)
@@ -129,7 +142,8 @@ class TritonSegmenter:
         gate = threading.Semaphore(self.settings.max_in_flight)
         done = threading.Event()
         lock = threading.Lock()
-        state = {"pending": len(chunks), "error": None}
+        state: dict[str, Any] = {"pending": len(chunks), "error": None}
+        in_flight: dict[tuple[int, int], Any] = {}  # (lo, hi) -> tritonclient CallContext
 
         def finish(error: BaseException | None) -> None:
             with lock:
@@ -152,10 +166,14 @@ class TritonSegmenter:
 
             def callback(result: Any, error: Any) -> None:
                 gate.release()
+                with lock:
+                    in_flight.pop((lo, hi), None)
                 if error is not None:
                     if attempt < self.settings.retries and _retryable(error) and not done.is_set():
                         delay = self.settings.backoff_s * (2**attempt)
-                        threading.Timer(delay, lambda: submit(lo, hi, attempt + 1)).start()
+                        timer = threading.Timer(delay, lambda: submit(lo, hi, attempt + 1))
+                        timer.daemon = True
+                        timer.start()
                         return
                     finish(self._error(error, lo, hi, attempt))
                     return
@@ -173,13 +191,17 @@ class TritonSegmenter:
                 except BaseException as exc:
                     finish(exc)
 
-            self._client.async_infer(
-                self.settings.model,
-                [inp],
-                callback,
-                outputs=outs,
-                client_timeout=self.settings.timeout_s,
-            )
+            with self._send_lock:
+                context = self._client.async_infer(
+                    self.settings.model,
+                    [inp],
+                    callback,
+                    outputs=outs,
+                    client_timeout=self.settings.timeout_s,
+                )
+            with lock:
+                if (lo, hi) not in in_flight and not done.is_set():
+                    in_flight[(lo, hi)] = context
 
         def submit(lo: int, hi: int, attempt: int) -> None:
             if done.is_set():
@@ -194,19 +216,30 @@ class TritonSegmenter:
 
         for lo, hi in chunks:
             submit(lo, hi, 0)
-        # every attempt has its own deadline; add the backoff delays and some slack
+        # every attempt has its own deadline; waves of max_in_flight requests run one after
+        # another; add the backoff delays and some slack
         retries = max(0, self.settings.retries)
+        waves = -(-len(chunks) // self.settings.max_in_flight)
         limit = (
-            self.settings.timeout_s * (retries + 2)
+            self.settings.timeout_s * (retries + 1 + waves)
             + self.settings.backoff_s * (2**retries - 1)
             + 5.0
         )
-        if not done.wait(limit):
+        finished = done.wait(limit)
+        done.set()  # stop pending retries from sending anything more
+        error = state["error"]
+        if not finished or error is not None:
+            with lock:  # a failed volume: do not leave its other requests running
+                contexts = list(in_flight.values())
+                in_flight.clear()
+            for context in contexts:
+                with contextlib.suppress(Exception):
+                    context.cancel()
+        if not finished:
             raise ServerUnavailableError(
                 f"no answer from {self.url} within the {limit:g} s overall deadline; "
                 "nothing returned"
             )
-        error = state["error"]
         if error is not None:
             raise error if isinstance(error, InferenceError) else InferenceError(str(error))
         return labels, confidence

@@ -108,11 +108,20 @@ class LocalS3:
     def start(self) -> LocalS3:
         weed = find_weed(self._weed)
         self._workdir = Path(tempfile.mkdtemp(prefix="aspects-s3-"))
+        try:
+            self._spawn(weed)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, weed: Path) -> None:
+        assert self._workdir is not None
         (self._workdir / "data").mkdir()
         (self._workdir / "tmp").mkdir()
         config = self._workdir / "s3.json"
+        config.touch(mode=0o600)
         config.write_text(json.dumps(self._identities()))
-        config.chmod(0o600)
         self._ports = {flag: free_port() for flag in _PORT_FLAGS}
         cmd = [
             str(weed),
@@ -137,12 +146,7 @@ class LocalS3:
         finally:
             log.close()
         _LIVE.add(self)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._wait_ready()
 
     def _identities(self) -> dict:
         return {

@@ -7,7 +7,7 @@ to a specific StorageError subclass; no message contains a secret.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -40,8 +40,8 @@ class S3Settings:
     endpoint_url: str | None = None
     region_name: str | None = None
     aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
-    aws_session_token: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)  # never printed
+    aws_session_token: str | None = field(default=None, repr=False)
     profile_name: str | None = None
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     connect_timeout_s: float = 5.0
@@ -66,8 +66,14 @@ def make_s3_client(settings: S3Settings = S3Settings()) -> Any:
     """A boto3 S3 client (thread-safe) with timeouts and bounded retries."""
     import boto3
     import botocore.config
+    import botocore.exceptions as bce
 
-    session = boto3.session.Session(profile_name=settings.profile_name)
+    try:
+        session = boto3.session.Session(profile_name=settings.profile_name)
+    except bce.ProfileNotFound:
+        raise AccessDeniedError(
+            f"AWS profile {settings.profile_name!r} not found; check --profile and ~/.aws/config"
+        ) from None
     config = botocore.config.Config(
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
@@ -115,10 +121,19 @@ def fetch_object(url: str, client: Any, *, max_bytes: int = DEFAULT_MAX_OBJECT_B
             f"{url}: cannot reach the S3 endpoint ({type(exc).__name__}); "
             "check --endpoint-url and the network"
         ) from None
-    except (bce.ReadTimeoutError, bce.ResponseStreamingError) as exc:
+    except (bce.ReadTimeoutError, bce.ResponseStreamingError, bce.IncompleteReadError) as exc:
         raise StorageUnreachableError(
             f"{url}: the download was interrupted ({type(exc).__name__}); try again"
         ) from None
+    except bce.ParamValidationError:
+        raise StorageError(f"{url}: not a valid bucket/key; check the URL") from None
+    except (bce.SSLError, bce.ProxyConnectionError, bce.HTTPClientError) as exc:
+        raise StorageUnreachableError(
+            f"{url}: cannot talk to the S3 endpoint ({type(exc).__name__}); "
+            "check --endpoint-url, TLS and proxy settings"
+        ) from None
+    except bce.BotoCoreError as exc:
+        raise StorageError(f"{url}: S3 client error ({type(exc).__name__})") from None
 
 
 def _read_capped(body: Any, url: str, size: int, max_bytes: int) -> bytearray:

@@ -93,6 +93,12 @@ def load_volume(
         label = name or str(path)
         if not path.is_file():
             raise InputNotFoundError(f"{label}: no such file; check the path")
+        size = path.stat().st_size
+        if size > limits.max_decompressed_bytes:
+            raise VolumeTooLargeError(
+                f"{label}: {size:,} bytes on disk exceed the bound of "
+                f"{limits.max_decompressed_bytes:,}; crop or downsample the volume"
+            )
         raw: bytes | bytearray | memoryview = path.read_bytes()
     else:
         raw, label = source, name or "<bytes>"
@@ -110,32 +116,74 @@ def decode_nifti_bytes(
     return raw
 
 
+MAX_DEFLATE_RATIO = 1032  # deflate cannot expand input by more than this
+
+
+class _GzipStream:
+    """Inflate a gzip byte string piecewise, at most ``max_out`` bytes per read, following
+    multi-member streams (bgzip, pigz, concatenation) as gzip/nibabel do."""
+
+    def __init__(self, raw: bytes | bytearray | memoryview) -> None:
+        self.view = memoryview(raw)
+        self.pos = 0  # absolute position of the next compressed byte to feed
+        self.inflater = _inflate_lib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    @property
+    def complete(self) -> bool:
+        """True when the stream ended at a member boundary (not truncated)."""
+        return bool(self.inflater.eof)
+
+    def read(self, max_out: int) -> bytes:
+        """Up to max_out inflated bytes; b"" at the end of the stream (or of the input)."""
+        max_out = max(int(max_out), 1)
+        while True:
+            d = self.inflater
+            if d.eof:
+                member_end = self.pos - len(d.unused_data)
+                if bytes(self.view[member_end : member_end + 2]) != GZIP_MAGIC:
+                    return b""  # the end; trailing bytes (if any) are ignored
+                self.pos = member_end
+                self.inflater = _inflate_lib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                continue
+            if d.unconsumed_tail:
+                out = d.decompress(d.unconsumed_tail, max_out)
+            elif self.pos < len(self.view):
+                end = min(self.pos + _INFLATE_CHUNK, len(self.view))
+                out = d.decompress(self.view[self.pos : end], max_out)
+                self.pos = end
+            else:
+                return b""  # input exhausted inside a member: truncated
+            if out:
+                return out
+
+
 def _inflate_bounded(raw: bytes | bytearray | memoryview, label: str, limits: Limits) -> bytearray:
-    inflater = _inflate_lib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    view = memoryview(raw)
-    pos = 0
+    stream = _GzipStream(raw)
     head = bytearray()
     try:
         # 1. inflate just enough for the header, then size the output from it
-        while len(head) < NIFTI2_HEADER_BYTES and not inflater.eof:
-            chunk, pos = _feed(inflater, view, pos, NIFTI2_HEADER_BYTES - len(head))
-            if not chunk and pos >= len(view) and not inflater.unconsumed_tail:
+        while len(head) < NIFTI2_HEADER_BYTES:
+            chunk = stream.read(NIFTI2_HEADER_BYTES - len(head))
+            if not chunk:
                 break
             head += chunk
         header = _parse_header(head, label)
         expected = _expected_nbytes(header, label, limits)
+        if expected > len(raw) * MAX_DEFLATE_RATIO + NIFTI2_HEADER_BYTES:
+            raise CorruptVolumeError(
+                f"{label}: truncated: {len(raw):,} compressed bytes cannot hold the "
+                f"{expected:,} bytes the header declares; re-download or re-export the file"
+            )
         out = bytearray(expected)
         out[: len(head)] = head[:expected]
         filled = min(len(head), expected)
         extra = max(0, len(head) - expected)
         # 2. inflate the rest straight into the buffer; count what overflows it
-        while not inflater.eof:
+        while True:
             want = min(_INFLATE_CHUNK, max(expected - filled, 0) + _TRAILING_SLACK - extra + 1)
-            chunk, pos = _feed(inflater, view, pos, want)
+            chunk = stream.read(want)
             if not chunk:
-                if pos >= len(view) and not inflater.unconsumed_tail:
-                    break
-                continue
+                break
             take = min(len(chunk), expected - filled)
             if take > 0:
                 out[filled : filled + take] = chunk[:take]
@@ -155,22 +203,9 @@ def _inflate_bounded(raw: bytes | bytearray | memoryview, label: str, limits: Li
             f"{label}: truncated: {filled:,} of {expected:,} bytes present; "
             "re-download or re-export the file"
         )
-    if not inflater.eof:
+    if not stream.complete:
         raise CorruptVolumeError(f"{label}: the gzip stream is truncated; re-download the file")
     return out
-
-
-def _feed(
-    inflater: zlib._Decompress, view: memoryview, pos: int, max_out: int
-) -> tuple[bytes, int]:
-    """Inflate at most max_out bytes, feeding compressed input in slices."""
-    max_out = max(int(max_out), 1)
-    if inflater.unconsumed_tail:
-        return inflater.decompress(inflater.unconsumed_tail, max_out), pos
-    if pos >= len(view):
-        return b"", pos
-    end = min(pos + _INFLATE_CHUNK, len(view))
-    return inflater.decompress(view[pos:end], max_out), end
 
 
 def _parse_header(raw: bytes | bytearray | memoryview, label: str) -> nib.Nifti1Header:
@@ -275,6 +310,8 @@ def _from_image(
         header.set_qform(img.affine, code="scanner")
     _check_dtype_of(img.get_data_dtype(), label)
     n_voxels = int(np.prod(img.shape, dtype=np.int64))
+    if n_voxels <= 0:
+        raise DimensionalityError(f"{label}: an empty volume {img.shape}")
     if n_voxels > limits.max_voxels:
         raise VolumeTooLargeError(
             f"{label}: {n_voxels:,} voxels exceed the bound of {limits.max_voxels:,}"

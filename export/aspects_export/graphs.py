@@ -166,11 +166,16 @@ def postprocess_model(
         helper.make_node("And", ["onehot", "class_kept"], ["final"]),
         helper.make_node("Cast", ["final"], ["final_f"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["final_f", "classes_f"], ["final_idx"]),
-        helper.make_node("ReduceSum", ["final_idx", "axes_c"], ["label_f"], keepdims=0),
+        helper.make_node("ReduceSum", ["final_idx", "axes_c"], ["label_fk"], keepdims=1),
+        helper.make_node("Squeeze", ["label_fk", "axes_c"], ["label_f"]),
         helper.make_node("Cast", ["label_f"], ["label_512"], to=TensorProto.UINT8),
-        # 4: CONFIDENCE[c] = mean p_c over the pixels finally labelled c (0 where none)
-        helper.make_node("ReduceSum", ["final_f", "axes_hw"], ["final_area"], keepdims=0),
-        helper.make_node("Mul", ["final_f", "probs"], ["final_probs"]),
+        # 4: CONFIDENCE[c] = mean p_c over the pixels whose FINAL label is c (0 where none);
+        #    pixels demoted to background by the threshold or min-area count for class 0
+        helper.make_node("Cast", ["label_fk"], ["label_ik"], to=TensorProto.INT64),
+        helper.make_node("Equal", ["label_ik", "classes"], ["final_onehot"]),
+        helper.make_node("Cast", ["final_onehot"], ["conf_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["conf_f", "axes_hw"], ["final_area"], keepdims=0),
+        helper.make_node("Mul", ["conf_f", "probs"], ["final_probs"]),
         helper.make_node("ReduceSum", ["final_probs", "axes_hw"], ["prob_sum"], keepdims=0),
         helper.make_node("Max", ["final_area", "one_f"], ["denominator"]),
         helper.make_node("Div", ["prob_sum", "denominator"], ["mean_prob"]),

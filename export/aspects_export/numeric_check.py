@@ -78,6 +78,13 @@ def stress_logits(n: int = 2, seed: int = 7) -> np.ndarray:
     logits = np.kron(coarse, np.ones((1, 1, 32, 32))) + rng.normal(
         0.0, 1.5, (n, contract.NUM_CLASSES, h, w)
     )
+    # two classes per slice exist only as a confident 6x6 island (36 px < min area): the
+    # min-area rule must remove them (it counts a class per slice, not per island)
+    for i in range(n):
+        for j, cls in enumerate((10 - 2 * (i % 5), 9 - 2 * (i % 5))):
+            logits[i, cls] -= 30.0
+            r, c = 100 + 200 * j, 150
+            logits[i, cls, r : r + 6, c : c + 6] += 60.0
     return logits.astype(np.float32)
 
 

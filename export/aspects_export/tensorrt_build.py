@@ -173,6 +173,7 @@ def run_engine(engine_path: str | Path, image: np.ndarray) -> np.ndarray:
         context.set_input_shape(contract.TENSOR_IMAGE, tuple(x.shape))
         context.set_tensor_address(contract.TENSOR_IMAGE, x.data_ptr())
         context.set_tensor_address(contract.TENSOR_LOGITS, y.data_ptr())
+        stream.wait_stream(torch.cuda.current_stream())  # x and y were made on that stream
         if not context.execute_async_v3(stream.cuda_stream):
             raise ExportError("TensorRT execution failed")
         stream.synchronize()

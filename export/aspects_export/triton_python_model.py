@@ -73,8 +73,9 @@ class _TensorConfig:
         return f"{self.type_name.removeprefix('TYPE_')} [N, {dims}]"
 
 
-def _error_response(message: str) -> Any:
-    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+def _error_response(message: str, code_name: str = "INVALID_ARG") -> Any:
+    """A per-request error: INVALID_ARG for a bad request, INTERNAL for a failed run."""
+    code = getattr(pb_utils.TritonError, code_name, None)
     error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
@@ -239,7 +240,11 @@ class TritonPythonModel:
                     outcomes = [self._respond(outs) for outs in self._run(chunk)]
                 except Exception as exc:
                     if len(chunk) == 1:
-                        outcomes = [_error_response(f"{self.model_name}: inference failed: {exc}")]
+                        outcomes = [
+                            _error_response(
+                                f"{self.model_name}: inference failed: {exc}", "INTERNAL"
+                            )
+                        ]
                     else:  # isolate the failing request(s): rerun them one by one
                         outcomes = [self._run_alone(member) for member in chunk]
                 for (index, _arrays), response in zip(chunk, outcomes, strict=True):
@@ -251,7 +256,7 @@ class TritonPythonModel:
         try:
             return self._respond(self._run([member])[0])
         except Exception as exc:
-            return _error_response(f"{self.model_name}: inference failed: {exc}")
+            return _error_response(f"{self.model_name}: inference failed: {exc}", "INTERNAL")
 
     def _chunks(
         self, members: list[tuple[int, list[np.ndarray]]]

@@ -110,3 +110,21 @@ def test_polygons_round_trip_with_holes_and_islands() -> None:
     polys = polygons_of_mask(mask)
     assert sum(len(p.holes) for p in polys) == 1
     np.testing.assert_array_equal(fill_polygons(mask.shape, polys), mask)
+
+
+def test_plane_ignores_regions_labelled_on_one_side_only(phantom_small) -> None:
+    """A large infarct the model missed on one side must not drag the mid-sagittal plane."""
+    from aspects_client.hemisphere import estimate_plane, hemisphere_map
+
+    g = geometry_of(phantom_small.image.affine, phantom_small.image.shape)
+    labels = np.ascontiguousarray(to_display(phantom_small.classes, g))
+    truth = np.ascontiguousarray(to_display(phantom_small.hemispheres, g))
+    one_sided = labels.copy()
+    left = truth == contract.HEMISPHERE_CODES[contract.HEMISPHERE_LEFT]
+    for key in ("m1", "m2", "m3", "m4", "m5", "m6"):
+        one_sided[left & (labels == contract.REGION_BY_KEY[key].index)] = 0
+    for stack in (labels, one_sided):
+        plane = estimate_plane(stack, g)
+        assert plane.method == "bilateral-centroids"
+        hemis = hemisphere_map(stack, g, plane)
+        assert np.array_equal(hemis[stack > 0], truth[stack > 0])

@@ -275,3 +275,26 @@ def test_tensorrt_without_tensorrt_says_where_to_run(tmp_path: Path) -> None:
     from aspects_export.cli import main
 
     assert main(["tensorrt", "--onnx", str(onnx_path), "--out", str(tmp_path)]) == 1
+
+
+def test_postprocess_confidence_matches_reference_when_min_area_removes_pixels(tmp_path):
+    """All 11 CONFIDENCE values, including class 0 (which counts demoted pixels)."""
+    import onnxruntime as ort
+
+    from aspects_client import contract as c
+    from aspects_client.preprocessing import postprocess
+    from aspects_export.graphs import export_postprocess
+    from aspects_export.numeric_check import stress_logits
+
+    path = export_postprocess(tmp_path / "post.onnx")
+    logits = stress_logits(2)
+    slices = np.zeros((2, 512, 512), np.uint8)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels, conf = sess.run(None, {c.TENSOR_LOGITS: logits, c.INPUT_SLICES: slices})
+    ref_labels, ref_conf = postprocess(logits, (512, 512))
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(conf, ref_conf, atol=2e-5)
+    # the islands really were removed: fewer than min-area pixels of a class never survive
+    for i in range(2):
+        counts = np.bincount(labels[i].ravel(), minlength=c.NUM_CLASSES)[1:]
+        assert np.all((counts == 0) | (counts >= c.MIN_AREA_PIXELS))

@@ -201,3 +201,33 @@ def test_gzip_bomb_refused_with_bounded_memory(no_temp_files) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20, f"peak {peak / 2**20:.1f} MiB while refusing a bomb"
+
+
+def test_multi_member_gzip_is_read_like_gzip_does(no_temp_files) -> None:
+    """bgzip/pigz-style streams: several gzip members back to back."""
+    data = volume((32, 24, 6))
+    raw = nii(data)
+    members = b"".join(gzip.compress(raw[i : i + 3000]) for i in range(0, len(raw), 3000))
+    assert gzip.decompress(members) == raw
+    np.testing.assert_array_equal(load_volume(members).data, data)
+
+
+def test_tiny_stream_declaring_a_huge_volume_is_refused_before_allocating(no_temp_files):
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((512, 512, 512))
+    hdr.set_data_dtype(np.float32)
+    hdr.set_data_offset(352)
+    raw = gzip.compress(hdr.binaryblock + bytes(4))
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.CorruptVolumeError, match="cannot hold"):
+            load_volume(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_empty_image_is_refused(no_temp_files) -> None:
+    with pytest.raises(errors.DimensionalityError, match="empty"):
+        load_volume(nib.Nifti1Image(np.zeros((4, 4, 0), np.float32), AFFINE))
