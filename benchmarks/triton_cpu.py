@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_env import server_env_versions
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "triton_cpu.json"
@@ -432,7 +433,6 @@ def wait_quiet(
 # --------------------------------------------------------------------------- report
 def machine_info() -> dict[str, Any]:
     import importlib.metadata as md
-    import subprocess
 
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -454,26 +454,7 @@ def machine_info() -> dict[str, Any]:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = "missing"
-    server_py = Path(__file__).resolve().parents[1] / ".venv-server" / "bin" / "python"
-    try:
-        text = subprocess.run(
-            [
-                str(server_py),
-                "-c",
-                "import importlib.metadata as m, onnxruntime, numpy;"
-                "print(m.version('nvidia-pytriton'), onnxruntime.__version__, numpy.__version__)",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.split()
-        versions["nvidia-pytriton (server env)"] = text[0]
-        versions["tritonserver"] = "2.51 (bundled in nvidia-pytriton 0.7.0, NGC 24.10)"
-        versions["onnxruntime (server env, python-backend stubs)"] = text[1]
-        versions["numpy (server env)"] = text[2]
-    except Exception as exc:
-        versions["server env"] = f"unreadable: {exc}"
+    versions.update(server_env_versions())
     try:
         load = os.getloadavg()
     except OSError:
