@@ -123,6 +123,7 @@ class AspectsClient:
             "server": self.url,
             "model": info.name,
             "model_version": info.version,
+            "steps": info.steps,
             "threshold_prob": contract.THRESHOLD_PROB,
             "min_area_pixels": contract.MIN_AREA_PIXELS,
             "window": {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,9 +42,13 @@ class InferenceSettings:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """The served ensemble; ``steps``: per step model its version, runtime and, where the
+    repository records it, the checkpoint the unet was exported from."""
+
     name: str
     version: str
     max_batch_size: int
+    steps: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class TritonSegmenter:
@@ -124,7 +128,27 @@ class TritonSegmenter:
         max_batch = int(config.get("max_batch_size", 0))
         if max_batch < 1:
             raise ModelContractError(f"{name}: max_batch_size is {max_batch}; batching is required")
-        return ModelInfo(name, str(meta.get("versions", [""])[-1]), max_batch)
+        return ModelInfo(name, str(meta.get("versions", [""])[-1]), max_batch, self._steps())
+
+    def _steps(self) -> dict[str, dict[str, str]]:
+        """Best effort: what runs behind the ensemble (for provenance only)."""
+        steps: dict[str, dict[str, str]] = {}
+        for step in contract.STEP_MODELS:
+            try:
+                meta = self._call("metadata", self._client.get_model_metadata, step, as_json=True)
+                cfg = self._call("config", self._client.get_model_config, step, as_json=True)
+            except InferenceError:
+                continue
+            cfg = cfg.get("config", {})
+            info = {
+                "version": str(meta.get("versions", [""])[-1]),
+                "runtime": str(cfg.get("platform") or cfg.get("backend") or ""),
+            }
+            checkpoint = cfg.get("parameters", {}).get("checkpoint", {}).get("string_value")
+            if checkpoint:
+                info["checkpoint"] = str(checkpoint)
+            steps[step] = info
+        return steps
 
     def infer(self, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, H, W] -> (labels uint8 [N, H, W], confidence float32 [N, 11])."""

@@ -65,6 +65,9 @@ def test_eight_volumes_in_parallel_from_threads(triton_oracle, s3_server, s3_cli
         np.testing.assert_array_equal(classes, want, err_msg=url)
         assert np.array_equal(hemis[want > 0], variant.hemispheres[want > 0]), url
         assert result.provenance["model"] == contract.ENSEMBLE_MODEL
+        steps = result.provenance["steps"]
+        assert set(steps) == set(contract.STEP_MODELS)
+        assert all(step["runtime"] == "python" for step in steps.values())  # the CPU runtime
         assert set(result.timings_s) >= {"download", "decode_validate", "inference"}
 
 
