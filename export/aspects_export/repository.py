@@ -170,7 +170,10 @@ def onnx_metadata(path: Path) -> dict[str, str]:
     """An ONNX file's metadata_props (e.g. the checkpoint a unet was exported from)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # provenance only: an unreadable file is reported by Triton itself
+        return {}
     return {p.key: p.value for p in model.metadata_props}
 
 
@@ -234,7 +237,9 @@ def write_repository(
     )
     for name in contract.STEP_MODELS:
         config = cpu_config(configs[name])
-        checkpoint = onnx_metadata(sources[name]).get("checkpoint")
+        checkpoint = (
+            onnx_metadata(sources[name]).get("checkpoint") if name == contract.UNET_MODEL else None
+        )
         if checkpoint:  # provenance: clients read it back through the model config
             config.parameters["checkpoint"].string_value = checkpoint
         model_dir = out / name

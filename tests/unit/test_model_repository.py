@@ -322,3 +322,20 @@ def test_python_model_chunks_groups_above_max_batch_size(python_model: Any) -> N
     responses = python_model.execute([_req(3, 2), _req(3, 2), _req(1, 2)])
     assert all(r.error is None for r in responses)
     assert sorted(python_model.runs) == [3, 4]
+
+
+def test_cpu_repository_records_the_unet_checkpoint(stand_in_onnx_dir: Path, tmp_path: Path):
+    """Provenance: the unet's ONNX metadata 'checkpoint' becomes a config parameter."""
+    import onnx
+
+    from aspects_export.oracle import export_oracle_unet
+
+    unet = export_oracle_unet(stand_in_onnx_dir / f"{contract.UNET_MODEL}.onnx")
+    model = onnx.load(str(unet))
+    model.metadata_props.add(key="checkpoint", value="sha256:abc (test)")
+    onnx.save(model, str(unet))
+    out = repo.write_repository(stand_in_onnx_dir, tmp_path / "cpu", "cpu")
+    config = repo.parse_config(out / contract.UNET_MODEL / repo.CONFIG_FILE)
+    assert config.parameters["checkpoint"].string_value == "sha256:abc (test)"
+    pre = repo.parse_config(out / contract.PREPROCESS_MODEL / repo.CONFIG_FILE)
+    assert "checkpoint" not in pre.parameters
