@@ -142,11 +142,13 @@ class AspectsClient:
             t = time.perf_counter()
             from .overlay import render_overlay
 
+            checkpoint = info.steps.get(contract.UNET_MODEL, {}).get("checkpoint", "")
             png = render_overlay(
                 prepared.slices,
                 result.contours,
                 prepared.geometry,
                 title=f"{volume.source}  ({info.name} v{info.version})",
+                note=f"unet: {checkpoint}" if checkpoint else "",
             )
             timings["overlay"] = time.perf_counter() - t
         provenance["timings_s"] = {k: round(v, 4) for k, v in timings.items()}

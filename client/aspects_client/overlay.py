@@ -119,7 +119,10 @@ def _header(width: int, title: str, note: str) -> np.ndarray:
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=_WHITE) -> None:
-    cv2.putText(img, text, org, _FONT, scale, _BLACK, 3, cv2.LINE_AA)
+    """Legible on any background: a 1-px black halo (same glyph advance), then the text."""
+    x, y = org
+    for dx, dy in ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, -1), (0, 1), (-1, 0), (1, 0)):
+        cv2.putText(img, text, (x + dx, y + dy), _FONT, scale, _BLACK, 1, cv2.LINE_AA)
     cv2.putText(img, text, org, _FONT, scale, colour, 1, cv2.LINE_AA)
 
 
