@@ -31,3 +31,14 @@ def server_env_versions(server_venv: Path = ROOT / ".venv-server") -> dict[str, 
         "onnxruntime (server env, python-backend stubs)": text[1],
         "numpy (server env)": text[2],
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_env import server_env_versions
+from bench_env import cpu_model, server_env_versions
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "end_to_end.json"
@@ -510,11 +510,7 @@ def machine_info() -> dict[str, Any]:
     import importlib.metadata as md
     import subprocess
 
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_model()
     import torch
 
     versions: dict[str, str] = {

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_env import server_env_versions
+from bench_env import cpu_model, server_env_versions
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "triton_cpu.json"
@@ -434,11 +434,7 @@ def wait_quiet(
 def machine_info() -> dict[str, Any]:
     import importlib.metadata as md
 
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_model()
     import onnxruntime
     import torch
 
