@@ -97,9 +97,9 @@ class Geometry:
 def geometry_of(affine: np.ndarray, shape: tuple[int, ...]) -> Geometry:
     """The Geometry of a 3D array of ``shape`` with voxel->world ``affine``."""
     affine = np.asarray(affine, dtype=np.float64)
-    ornt = nio.io_orientation(affine)
-    target = nio.axcodes2ornt(contract.CANONICAL_AXCODES)
-    ornt = nio.ornt_transform(ornt, target) if not np.array_equal(ornt, target) else ornt
+    ornt = nio.ornt_transform(
+        nio.io_orientation(affine), nio.axcodes2ornt(contract.CANONICAL_AXCODES)
+    )
     return Geometry(tuple(int(s) for s in shape[:3]), affine, ornt)  # type: ignore[arg-type]
 
 
@@ -113,14 +113,9 @@ def from_display(stack: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Display stack [N, H, W] -> array in the original file's voxel order [X, Y, Z]."""
     canonical = np.transpose(stack[:, ::-1, :], (2, 1, 0))
     inverse = nio.ornt_transform(
-        nio.axcodes2ornt(contract.CANONICAL_AXCODES), _source_ornt(geometry)
+        nio.axcodes2ornt(contract.CANONICAL_AXCODES), nio.io_orientation(geometry.affine)
     )
     return nio.apply_orientation(canonical, inverse)
-
-
-def _source_ornt(geometry: Geometry) -> np.ndarray:
-    """The orientation of the original axes, as nibabel axcodes ornt (axis, flip)."""
-    return nio.io_orientation(geometry.affine)
 
 
 def apply_affine_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

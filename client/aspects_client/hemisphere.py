@@ -31,13 +31,6 @@ class MidsagittalPlane:
     offset_mm: float
     method: str  # "bilateral-centroids" or "fov-centre"
 
-    def side(self, world: np.ndarray) -> np.ndarray:
-        """world [P, 3] mm -> uint8 [P] hemisphere codes (contract.HEMISPHERE_CODES)."""
-        signed = world @ np.asarray(self.normal) - self.offset_mm
-        right = np.uint8(contract.HEMISPHERE_CODES[contract.HEMISPHERE_RIGHT])
-        left = np.uint8(contract.HEMISPHERE_CODES[contract.HEMISPHERE_LEFT])
-        return np.where(signed > 0, right, left).astype(np.uint8)
-
 
 def estimate_plane(labels: np.ndarray, geometry: Geometry) -> MidsagittalPlane:
     """Mid-sagittal plane from a display label stack [N, H, W] (class indices).

@@ -26,7 +26,7 @@ import weakref
 from pathlib import Path
 
 from .errors import LocalServerError
-from .local_triton import _tail, free_port
+from .local_triton import free_port, tail_lines
 
 ENV_WEED = "ASPECTS_WEED"
 REGION = "us-east-1"
@@ -183,7 +183,7 @@ class LocalS3:
 
     def _failure(self, what: str) -> LocalServerError:
         log = self._workdir / "weed.log" if self._workdir else None
-        tail = _tail(log) if log else ""
+        tail = tail_lines(log) if log else ""
         return LocalServerError(f"{what}; last lines of the SeaweedFS log:\n{tail}")
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -121,7 +121,7 @@ def _port_clash(message: str) -> bool:
     return "already in use" in message or "Address in use" in message
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def tail_lines(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with path.open("r", encoding="utf-8", errors="replace") as handle:
             return "".join(deque(handle, maxlen=lines))
@@ -376,7 +376,7 @@ class LocalTriton:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the server log (kept after stop() removed a temporary log)."""
         if self._log_path is not None:
-            return _tail(self._log_path, lines)
+            return tail_lines(self._log_path, lines)
         return self._last_log_tail or "(no server log)"
 
     def stop(self, timeout: float = 20.0) -> int | None:

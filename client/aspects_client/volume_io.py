@@ -233,9 +233,9 @@ def _parse_header(raw: bytes | bytearray | memoryview, label: str) -> nib.Nifti1
 
 
 def _looks_like_nifti_prefix(head: bytes) -> bool:
-    return (len(head) >= 4 and int.from_bytes(head[:4], "little") in (348, 540)) or (
-        len(head) >= 4 and int.from_bytes(head[:4], "big") in (348, 540)
-    )
+    """sizeof_hdr (348 or 540, either byte order) opens the bytes."""
+    sizes = (NIFTI1_HEADER_BYTES, NIFTI2_HEADER_BYTES)
+    return len(head) >= 4 and any(int.from_bytes(head[:4], e) in sizes for e in ("little", "big"))
 
 
 def _expected_nbytes(header: nib.Nifti1Header, label: str, limits: Limits) -> int:
@@ -263,11 +263,7 @@ def _check_dtype(header: nib.Nifti1Header, label: str) -> np.dtype:
         dtype = header.get_data_dtype()
     except Exception as exc:
         raise DtypeError(f"{label}: unknown NIfTI datatype ({exc})") from None
-    if dtype.fields is not None or dtype.kind not in "biuf" or dtype.itemsize > 8:
-        raise DtypeError(
-            f"{label}: voxel type {dtype} is not a real scalar; "
-            "send integer or float (≤64-bit) intensities, not RGB/complex data"
-        )
+    _check_dtype_of(dtype, label)
     return dtype
 
 
@@ -323,8 +319,12 @@ def _from_image(
 
 
 def _check_dtype_of(dtype: np.dtype, label: str) -> None:
+    """The one dtype rule: real integer or float scalars of at most 64 bits."""
     if dtype.fields is not None or dtype.kind not in "biuf" or dtype.itemsize > 8:
-        raise DtypeError(f"{label}: voxel type {dtype} is not a real scalar")
+        raise DtypeError(
+            f"{label}: voxel type {dtype} is not a real scalar; "
+            "send integer or float (≤64-bit) intensities, not RGB/complex data"
+        )
 
 
 def _validated(
