@@ -2,7 +2,7 @@
 
 Workload: ``--volumes`` distinct 512x512x20 float32 phantoms (``make_phantom(seed)``)
 written as ``.nii.gz`` and uploaded to a real local SeaweedFS (``LocalS3``, SigV4 auth);
-the network is the real effb3 Unet of the **demo checkpoint (seeded, UNTRAINED weights:
+the network is the real effb3 Unet of the **`untrained` checkpoint (seeded, UNTRAINED weights:
 real compute, meaningless labels)**.
 
 * OURS: ``AspectsClient(triton, s3=S3Settings(...), overlay=False).segment("s3://...")``
@@ -143,7 +143,7 @@ def export_repository(work: Path) -> tuple[Path, dict[str, float]]:
     from aspects_export.cli import export_onnx, write_repo
 
     t0 = time.perf_counter()
-    export_onnx("demo", work / "onnx", check_slices=0)
+    export_onnx("untrained", work / "onnx", check_slices=0)
     t1 = time.perf_counter()
     repo = write_repo(work / "onnx", work / "model_repository", "cpu")
     return repo, {"onnx_export_s": t1 - t0, "repository_s": time.perf_counter() - t1}
@@ -649,7 +649,7 @@ def write_markdown(raw: dict[str, Any], path: Path) -> None:
     L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".")
     L.append("")
     L.append(
-        "**Checkpoint: `demo` — seeded, UNTRAINED weights** (the real effb3 Unet, so the "
+        "**Checkpoint: `untrained` — seeded, UNTRAINED weights** (the real effb3 Unet, so the "
         "compute is real; the labels mean nothing, and the contour workload is that of an "
         "untrained network's output, not of a real segmentation)."
     )
@@ -839,17 +839,18 @@ def main(argv: list[str] | None = None) -> int:
     from aspects_client.local_s3 import LocalS3
     from aspects_client.local_triton import LocalTriton
     from aspects_client.storage import S3Settings
-    from aspects_export.checkpoints import DEMO_CHECKPOINT_NOTE, load_model
+    from aspects_export.checkpoints import UNTRAINED_CHECKPOINT_NOTE, load_model
 
     levels = [int(x) for x in args.levels.split(",")]
     base_levels = [int(x) for x in args.baseline_levels.split(",")]
     began = time.perf_counter()
     machine = machine_info()
-    log(f"machine: {machine['cpu']}, {machine['cores']} cores; WARNING: {DEMO_CHECKPOINT_NOTE}")
+    log(f"machine: {machine['cpu']}, {machine['cores']} cores")
+    log(f"WARNING: {UNTRAINED_CHECKPOINT_NOTE}")
     work = Path(tempfile.mkdtemp(prefix="aspects-e2e-"))
     raw: dict[str, Any] = {
         "machine": machine,
-        "checkpoint": f"demo: {DEMO_CHECKPOINT_NOTE}",
+        "checkpoint": f"untrained: {UNTRAINED_CHECKPOINT_NOTE}",
         "settings": {
             "rounds": args.rounds,
             "levels": levels,
@@ -867,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log("exporting the demo checkpoint -> ONNX -> CPU repository")
         repo, setup_t = export_repository(work)
-        model, _ = load_model("demo")  # the same weights, eval, requires_grad off
+        model, _ = load_model("untrained")  # the same weights, eval, requires_grad off
         model.eval()
         with LocalS3() as s3srv, LocalTriton(repo) as triton:
             log(

@@ -3,7 +3,7 @@
 Workload: real 512x512 uint8 slices of the seeded phantom (``make_phantom(seed=3)``, 20
 slices, windowed and oriented by the client's ``load_volume`` + ``prepare``) through the
 ``aspects`` ensemble (preprocess -> unet -> postprocess) with the real effb3 unet of the
-**demo checkpoint (seeded, UNTRAINED weights: the labels mean nothing, the timing does)**.
+**`untrained` checkpoint (seeded, UNTRAINED weights: the labels mean nothing, the timing does)**.
 
 * TRITON: the generated CPU repository (each step a python-backend model running its ONNX
   file with onnxruntime) served by the real ``tritonserver`` of ``nvidia-pytriton``
@@ -61,13 +61,13 @@ def export_models(work: Path) -> tuple[Path, Path, Any, dict[str, float]]:
     torch model, timings)."""
     from aspects_client import contract
     from aspects_export import graphs
-    from aspects_export.checkpoints import DEMO_CHECKPOINT_NOTE, load_model
+    from aspects_export.checkpoints import UNTRAINED_CHECKPOINT_NOTE, load_model
     from aspects_export.repository import write_repository
 
     onnx_dir = work / "onnx"
     t0 = time.perf_counter()
-    model, source = load_model("demo")
-    log(f"WARNING: {DEMO_CHECKPOINT_NOTE}")
+    model, source = load_model("untrained")
+    log(f"WARNING: {UNTRAINED_CHECKPOINT_NOTE}")
     graphs.export_unet(model, onnx_dir / f"{contract.UNET_MODEL}.onnx", {"checkpoint": source})
     graphs.export_preprocess(onnx_dir / f"{contract.PREPROCESS_MODEL}.onnx")
     graphs.export_postprocess(onnx_dir / f"{contract.POSTPROCESS_MODEL}.onnx")
@@ -572,7 +572,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
         "",
-        f"**Checkpoint: `demo` — seeded, UNTRAINED weights** (real effb3 Unet architecture, "
+        f"**Checkpoint: `untrained` — seeded, UNTRAINED weights** (real effb3 Unet architecture, "
         f"so the compute is real; the labels mean nothing). Slices: {cfg['slices_source']}. "
         f"Requests of {cfg['batch']} slices; {cfg['requests_per_level']} requests "
         f"({cfg['requests_per_level'] * cfg['batch']} slices) per measurement; "
@@ -801,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     work = Path(tempfile.mkdtemp(prefix="aspects-bench-triton-"))
     try:
-        log(f"exporting the demo checkpoint (UNTRAINED) to {work}")
+        log(f"exporting the untrained checkpoint to {work}")
         onnx_dir, repo, model, export_times = export_models(work)
         onnx_bytes = {p.name: p.stat().st_size for p in sorted(onnx_dir.glob("*.onnx"))}
         log(f"export done {export_times}; sizes {onnx_bytes}")
@@ -896,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         result = {
             "benchmark": "triton_cpu (issue 4)",
-            "checkpoint": "demo — seeded, UNTRAINED weights (real effb3 Unet compute)",
+            "checkpoint": "untrained — seeded, UNTRAINED weights (real effb3 Unet compute)",
             "machine": machine,
             "config": {
                 "batch": args.batch,

@@ -2,7 +2,10 @@
 # The compose `exporter` service (and the Kubernetes engine-build Job): make the GPU model
 # repository, building the TensorRT FP16 engine only when it is missing or stale.
 #
-#   ASPECTS_CHECKPOINT   checkpoint path (e.g. /checkpoints/model.ckpt) or "demo" (UNTRAINED)
+#   ASPECTS_CHECKPOINT   checkpoint path (e.g. /checkpoints/model.ckpt), "demo" (weights trained
+#                        on synthetic phantoms, in the image; not for clinical use) or
+#                        "untrained" (seeded random weights)
+#   ASPECTS_DEMO_WEIGHTS the "demo" weights file (default: the one in the image)
 #   ASPECTS_ONNX_DIR     where the three ONNX graphs are kept (default /build/onnx); exported
 #                        from the checkpoint when missing or when the checkpoint changed
 #   ASPECTS_ENGINE_DIR   where unet.plan and its cache key unet.plan.json live (default /build)
@@ -18,8 +21,12 @@ REPO="${ASPECTS_REPOSITORY:-/models}"
 say() { echo "aspects-exporter: $*" >&2; }
 
 mkdir -p "$ONNX_DIR" "$ENGINE_DIR"
-if [ "$CKPT" = "demo" ]; then
-  stamp="demo"
+if [ "$CKPT" = "untrained" ]; then
+  stamp="untrained"
+elif [ "$CKPT" = "demo" ]; then
+  demo="${ASPECTS_DEMO_WEIGHTS:-/opt/aspects/models/demo/aspects-unet-effb3-phantoms.safetensors}"
+  [ -f "$demo" ] || { say "demo weights $demo are missing from the image"; exit 66; }
+  stamp="demo-$(sha256sum "$demo" | cut -d' ' -f1)"
 else
   [ -f "$CKPT" ] || { say "checkpoint $CKPT does not exist (mount it under /checkpoints)"; exit 66; }
   stamp="$(sha256sum "$CKPT" | cut -d' ' -f1)"

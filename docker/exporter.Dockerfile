@@ -13,7 +13,9 @@ WORKDIR /opt/aspects
 COPY pyproject.toml README.md NOTICE ./
 COPY client ./client
 COPY export ./export
+COPY train ./train
 COPY model_repository ./model_repository
+COPY models ./models
 RUN python3 -m pip install '.[export]' \
  && python3 -c "import tensorrt, aspects_export; print('TensorRT', tensorrt.__version__)"
 COPY docker/exporter-entrypoint.sh /usr/local/bin/aspects-exporter

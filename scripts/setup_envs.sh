@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or update) the two virtual environments this project runs from:
-#   .venv         client + exporter + dev tools   (pip install -e '.[export,dev]')
+#   .venv         client + exporter + trainer + dev tools   (pip install -e '.[export,train,dev]')
 #   .venv-server  the local Triton (nvidia-pytriton's tritonserver) + onnxruntime
 # Idempotent: a second run only checks that both are complete.
 set -euo pipefail
@@ -15,9 +15,9 @@ stamp_ok() {  # $1 = venv dir, $2 = file whose content the stamp records
 if ! stamp_ok .venv pyproject.toml; then
   echo "[setup] client/export environment: .venv (torch is large; first run takes a few minutes)"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[export,dev]' 2>&1 \
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[export,train,dev]' 2>&1 \
     | grep -v -E "^WARNING: Location 'file://" || true
-  .venv/bin/python -c "import aspects_client, torch, segmentation_models_pytorch, onnxruntime" \
+  .venv/bin/python -c "import aspects_client, aspects_train, torch, segmentation_models_pytorch, onnxruntime, lightning, optuna" \
     && sha256sum pyproject.toml | cut -c1-64 > .venv/.aspects-stamp
 fi
 

@@ -10,7 +10,7 @@ Two ways to point it at a server:
 
 * ``--url HOST:PORT``: the gRPC endpoint of ANY Triton serving the ``aspects`` repository
   (e.g. the GPU deployment of docker-compose / Kubernetes).  Nothing else changes.
-* ``--local``: exports the demo effb3 Unet (**seeded, UNTRAINED weights: the timing is real,
+* ``--local``: exports the `untrained` effb3 Unet (**seeded, UNTRAINED weights: the timing is real,
   the labels mean nothing**) with ``aspects-export all --layout cpu`` into a temporary
   directory, serves that CPU repository with ``LocalTriton`` (the tritonserver 2.51 of
   nvidia-pytriton 0.7.0), measures, and stops it.  ``--oracle`` uses the tiny oracle unet
@@ -434,7 +434,7 @@ def export_repository(work: Path, oracle: bool) -> Path:
         "--out",
         str(work),
     ]
-    cmd += ["--oracle"] if oracle else ["--checkpoint", "demo"]
+    cmd += ["--oracle"] if oracle else ["--checkpoint", "untrained"]
     log("exporting: " + " ".join(cmd))
     subprocess.run(cmd, check=True)
     return work / "model_repository"
@@ -763,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     where.add_argument(
         "--local",
         action="store_true",
-        help="export the demo (UNTRAINED) effb3 CPU repository and serve it",
+        help="export the untrained (seeded) effb3 CPU repository and serve it",
     )
     p.add_argument("--oracle", action="store_true", help="--local with the tiny oracle unet")
     p.add_argument(
@@ -885,7 +885,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not args.local
                 else "ORACLE unet (not a network)"
                 if args.oracle
-                else "demo: seeded, UNTRAINED effb3 weights"
+                else "untrained: seeded, UNTRAINED effb3 weights"
             ),
             "local_server": local,
             "machine_client": machine_info(),

@@ -42,6 +42,7 @@ DEFAULT_SERVER_VENV_NAME = ".venv-server"
 # untouched pages cost nothing.
 SHM_DEFAULT_BYTES = 256 * 1024 * 1024
 SHM_GROWTH_BYTES = 64 * 1024 * 1024
+SHM_DIR = "/dev/shm"
 LOG_TAIL_LINES = 30
 ModelControlMode = Literal["none", "explicit", "poll"]
 
@@ -183,6 +184,9 @@ class LocalTriton:
         self._log_path: Path | None = self._explicit_log
         self.startup_seconds: float | None = None
         self._last_log_tail: str | None = None
+        # unique per server (python-backend shm region prefix): stop() unlinks what a
+        # killed server left in SHM_DIR
+        self.shm_prefix = f"aspects{os.getpid()}_{uuid.uuid4().hex[:8]}_"
 
     def _pick_ports(self) -> None:
         http_port, grpc_port, metrics_port = self._requested_ports
@@ -226,7 +230,6 @@ class LocalTriton:
     def command(self, backend_dir: Path) -> list[str]:
         """The tritonserver command line."""
         pkg, _ = _pytriton_dir(self.server_venv)
-        shm_prefix = f"aspects{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         cmd = [
             str(pkg / "tritonserver" / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
@@ -245,7 +248,7 @@ class LocalTriton:
             f"--log-verbose={self.log_verbose}",
             f"--backend-config=python,shm-default-byte-size={self.shm_default_byte_size}",
             f"--backend-config=python,shm-growth-byte-size={self.shm_growth_byte_size}",
-            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         if self.model_config_name:
             cmd.append(f"--model-config-name={self.model_config_name}")
@@ -397,6 +400,7 @@ class LocalTriton:
                     code = process.wait(timeout=10)
             # leftover stubs of a crashed server share its process group
             self._signal_group(process.pid, signal.SIGKILL)
+            self._remove_shm_regions()
         _LIVE.discard(self)
         workdir, self._workdir = self._workdir, None
         if workdir is not None:
@@ -404,6 +408,13 @@ class LocalTriton:
                 self._keep_log_tail()
             shutil.rmtree(workdir, ignore_errors=True)
         return code
+
+    def _remove_shm_regions(self) -> None:
+        """Unlink this server's python-backend regions, which a killed server leaves in
+        /dev/shm (256 MiB each by default)."""
+        for region in Path(SHM_DIR).glob(f"{self.shm_prefix}*"):
+            with contextlib.suppress(OSError):
+                region.unlink()
 
     def _keep_log_tail(self) -> None:
         self._last_log_tail = self.log_tail()

@@ -63,10 +63,18 @@ def resize_image(slices: np.ndarray) -> np.ndarray:
     return out
 
 
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Float32 0–255 ``[N, h, w]`` (any h, w) → ``[N, 3, h, w]``: ``/255``, ImageNet mean/std.
+
+    The second half of :func:`network_input`; training applies it to augmented crops.
+    """
+    x = np.asarray(image, dtype=np.float32)[:, None] / _SCALE  # [N, 1, h, w], 0..1
+    return np.ascontiguousarray((x - _MEAN) / _STD, dtype=np.float32)
+
+
 def network_input(slices: np.ndarray) -> np.ndarray:
     """Contract network input: uint8 ``[N, H, W]`` → float32 ``[N, 3, 512, 512]``, normalised."""
-    x = resize_image(slices)[:, None] / _SCALE  # [N, 1, 512, 512], 0..1
-    return np.ascontiguousarray((x - _MEAN) / _STD, dtype=np.float32)
+    return normalise(resize_image(slices))
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:

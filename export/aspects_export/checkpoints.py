@@ -10,8 +10,14 @@ Accepted files (always read with ``torch.load(weights_only=True)``: no pickled c
 - a ``.safetensors`` file (FP16/BF16 tensors are upcast to FP32).
 
 ``load_into`` refuses anything that does not fit exactly, with one ``CheckpointError`` that
-lists missing keys, unexpected keys and shape mismatches.  The spec string ``"demo"`` means
-``demo_state_dict()``: seeded, deterministic, UNTRAINED weights (``DEMO_CHECKPOINT_NOTE``).
+lists missing keys, unexpected keys and shape mismatches.  Two spec strings name built-in
+weights:
+
+- ``"demo"`` (the default of ``aspects-export`` and the demo): ``models/demo/`` in the
+  repository, FP16 safetensors trained by ``aspects-train`` on synthetic phantoms only
+  (``DEMO_CHECKPOINT_NOTE``; its model card says what it is and is not for);
+- ``"untrained"``: ``untrained_state_dict()``, seeded deterministic random weights
+  (``UNTRAINED_CHECKPOINT_NOTE``), for tests and timing where the labels do not matter.
 """
 
 from __future__ import annotations
@@ -25,11 +31,18 @@ from aspects_client import contract
 from aspects_client.errors import CheckpointError
 
 DEMO_SPEC = "demo"
-DEMO_SEED = 0
+DEMO_WEIGHTS = Path("models") / "demo" / "aspects-unet-effb3-phantoms.safetensors"
 DEMO_CHECKPOINT_NOTE = (
-    "UNTRAINED demo weights (seeded random initialisation): the labels mean nothing; "
-    "use --checkpoint PATH with a trained checkpoint for real segmentations"
+    "demo weights trained on synthetic phantoms only (models/demo/MODEL_CARD.md): "
+    "not for clinical use"
 )
+UNTRAINED_SPEC = "untrained"
+UNTRAINED_SEED = 0
+UNTRAINED_CHECKPOINT_NOTE = (
+    "UNTRAINED weights (seeded random initialisation): the labels mean nothing; "
+    "use --checkpoint demo or a trained checkpoint for real segmentations"
+)
+BUILTIN_SPECS = (DEMO_SPEC, UNTRAINED_SPEC)
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _PREFIXES = ("model.", "net.", "module.")
 _LIST_MAX = 10
@@ -37,7 +50,21 @@ _LIST_MAX = 10
 StateDict = dict[str, torch.Tensor]
 
 
-def demo_state_dict(seed: int = DEMO_SEED) -> StateDict:
+def demo_weights_path() -> Path:
+    """The demo weights file in this repository; CheckpointError when it is not there."""
+    from aspects_client.local_triton import find_repo_root
+
+    for root in (find_repo_root(Path(__file__).resolve().parent), find_repo_root(Path.cwd())):
+        if root is not None and (root / DEMO_WEIGHTS).is_file():
+            return root / DEMO_WEIGHTS
+    raise CheckpointError(
+        f"the demo weights ({DEMO_WEIGHTS}) are not in this checkout; run from the repository "
+        "(git lfs pull if it uses LFS), train them with scripts/train_demo.sh, or give "
+        "--checkpoint PATH"
+    )
+
+
+def untrained_state_dict(seed: int = UNTRAINED_SEED) -> StateDict:
     """Deterministic, UNTRAINED weights: ``build_unet()`` after ``torch.manual_seed(seed)``."""
     from aspects_export.network import build_unet
 
@@ -57,7 +84,9 @@ def load_checkpoint(path: str | Path) -> StateDict:
     """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}; check the path (or use 'demo')")
+        raise CheckpointError(
+            f"checkpoint not found: {path}; check the path (or use one of {BUILTIN_SPECS})"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint is not a file: {path}")
     raw = _load_safetensors(path) if path.suffix == ".safetensors" else _load_torch(path)
@@ -180,15 +209,19 @@ def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
 
 
 def load_model(spec: str | Path) -> tuple[torch.nn.Module, str]:
-    """``"demo"`` or a checkpoint path → (eval-mode network with the weights, description).
+    """``"demo"``, ``"untrained"`` or a checkpoint path → (eval-mode network, description).
 
-    The description is ``DEMO_CHECKPOINT_NOTE`` for the demo, else the resolved path.
+    The description is the built-in's note (``DEMO_CHECKPOINT_NOTE`` /
+    ``UNTRAINED_CHECKPOINT_NOTE``), else the resolved path.
     """
     from aspects_export.network import build_unet, prepare_for_inference
 
     model = build_unet()
+    if str(spec) == UNTRAINED_SPEC:
+        load_into(model, untrained_state_dict())
+        return prepare_for_inference(model), UNTRAINED_CHECKPOINT_NOTE
     if str(spec) == DEMO_SPEC:
-        load_into(model, demo_state_dict())
+        load_into(model, load_checkpoint(demo_weights_path()))
         return prepare_for_inference(model), DEMO_CHECKPOINT_NOTE
     path = Path(spec)
     load_into(model, load_checkpoint(path))

@@ -2,10 +2,10 @@
 
 Subcommands::
 
-    aspects-export onnx --checkpoint demo|PATH --out DIR [--oracle]
+    aspects-export onnx [--checkpoint demo|untrained|PATH] --out DIR [--oracle]
     aspects-export tensorrt --onnx DIR/unet.onnx --out DIR [--force]          (GPU host)
     aspects-export repository --onnx-dir DIR --out REPO [--layout cpu|gpu] [--engine PLAN]
-    aspects-export all --checkpoint demo|PATH --out DIR [--layout cpu|gpu] [--tensorrt]
+    aspects-export all [--checkpoint demo|untrained|PATH] --out DIR [--layout cpu|gpu] [--tensorrt]
 
 Progress goes to stderr; errors are one line on stderr with exit status 1 (2 for bad usage).
 """
@@ -53,14 +53,14 @@ def export_onnx(
         _say(f"writing the oracle unet: {out / 'unet.onnx'}")
         export_oracle_unet(out / f"{contract.UNET_MODEL}.onnx")
     else:
-        from aspects_export.checkpoints import DEMO_CHECKPOINT_NOTE, DEMO_SPEC, load_model
+        from aspects_export.checkpoints import BUILTIN_SPECS, load_model
 
         if not checkpoint:
             raise ExportError("give --checkpoint PATH (or 'demo', or --oracle)")
-        if checkpoint == DEMO_SPEC:
-            _say(f"WARNING: {DEMO_CHECKPOINT_NOTE}")
         _say(f"loading checkpoint {checkpoint}")
         model, source = load_model(checkpoint)
+        if checkpoint in BUILTIN_SPECS:
+            _say(f"NOTE: {source}")
         _say(f"exporting unet ({contract.ENCODER_NAME}) to {out / 'unet.onnx'}")
         graphs.export_unet(model, out / f"{contract.UNET_MODEL}.onnx", {"checkpoint": source})
     _say("writing preprocess.onnx and postprocess.onnx")
@@ -132,8 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     def add_checkpoint(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--checkpoint",
-            help="checkpoint file (.pt/.pth/.ckpt state_dict, Lightning, .safetensors) or "
-            "'demo' for seeded UNTRAINED weights",
+            help="checkpoint file (.pt/.pth/.ckpt state_dict, Lightning, .safetensors), "
+            "'demo' (default: weights trained on synthetic phantoms, models/demo/) or "
+            "'untrained' (seeded random weights)",
         )
         sp.add_argument(
             "--oracle", action="store_true", help="write the oracle unet instead of a network"
@@ -178,7 +179,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.oracle and args.checkpoint:
             parser.error("--oracle replaces the network; do not also give --checkpoint")
         if not args.oracle and not args.checkpoint:
-            parser.error("give --checkpoint PATH (or --checkpoint demo, or --oracle)")
+            args.checkpoint = "demo"  # checkpoints.DEMO_SPEC (not imported here: no torch yet)
     if args.command == "onnx":
         export_onnx(args.checkpoint, args.out, oracle=args.oracle, check_slices=args.check_slices)
     elif args.command == "tensorrt":

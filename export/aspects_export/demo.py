@@ -1,11 +1,13 @@
 """The embedded demo: S3 -> Triton (CPU) -> contours, on one machine, no GPU/Docker/cloud.
 
-Stages: export the demo checkpoint (UNTRAINED seeded weights) to ONNX and a CPU model
+Stages: export the demo checkpoint (weights trained on synthetic phantoms only, see
+``models/demo/MODEL_CARD.md``; ``--checkpoint`` takes another) to ONNX and a CPU model
 repository; start the local Triton and a local S3-compatible server (SeaweedFS, with
 credentials); upload a synthetic DWI phantom; download it back from ``s3://``, prepare it,
 run ``aspects segment s3://...`` against both (download, prepare, the ``aspects``
 ensemble, contours), which writes the contours JSON, label map and overlay; stop every
-process it started.
+process it started.  The phantom's exact labels give a per-region Dice and a ground-truth
+overlay to compare with.
 """
 
 from __future__ import annotations
@@ -22,23 +24,28 @@ from pathlib import Path
 
 import numpy as np
 
-UNTRAINED_NOTE = "UNTRAINED demo weights: contours are NOT meaningful (geometry demo only)"
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aspects_export.demo", description=__doc__)
     parser.add_argument("--out", default="demo_out", help="output directory")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--orientation", default="LPS", help="voxel order of the phantom file")
+    parser.add_argument(
+        "--checkpoint", default="demo", help="demo (default) | untrained | checkpoint PATH"
+    )
     args = parser.parse_args(argv)
     try:
-        return run(Path(args.out), seed=args.seed, orientation=args.orientation)
+        run(
+            Path(args.out), seed=args.seed, orientation=args.orientation, checkpoint=args.checkpoint
+        )
+        return 0
     except Exception as exc:  # one readable line, as the CLIs do
         print(f"demo: error: {' '.join(str(exc).split())[:600]}", file=sys.stderr)
         return 1
 
 
-def run(out: Path, *, seed: int, orientation: str) -> int:
+def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> dict:
+    """Run the demo into ``out``; returns {"dice": {region: Dice}, "mean_dice", "outputs"}."""
     from aspects_client import contract
     from aspects_client.assemble import assemble
     from aspects_client.cli import write_atomic
@@ -51,6 +58,7 @@ def run(out: Path, *, seed: int, orientation: str) -> int:
     from aspects_client.storage import S3Settings, make_s3_client
     from aspects_client.volume_io import load_volume
 
+    from .accuracy import class_counts, mean_region_dice, region_dice
     from .cli import export_onnx, write_repo
     from .phantom import make_phantom, reorder
 
@@ -60,13 +68,14 @@ def run(out: Path, *, seed: int, orientation: str) -> int:
         timings[name] = time.perf_counter() - t0
         print(f"[demo] {name}: {timings[name]:.2f} s", file=sys.stderr)
 
-    print(f"[demo] NOTE: {UNTRAINED_NOTE}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     onnx_dir, repo = out / "onnx", out / "model_repository"
-    export_onnx("demo", onnx_dir, check_slices=1)
+    report = export_onnx(checkpoint, onnx_dir, check_slices=1)
+    note = report["checkpoint"]
+    print(f"[demo] checkpoint: {note}", file=sys.stderr)
     write_repo(onnx_dir, repo, "cpu")
-    stage("export demo checkpoint -> ONNX -> CPU model repository", t)
+    stage(f"export checkpoint '{checkpoint}' -> ONNX -> CPU model repository", t)
 
     t = time.perf_counter()
     phantom = reorder(make_phantom(seed=seed), orientation)
@@ -131,19 +140,32 @@ def run(out: Path, *, seed: int, orientation: str) -> int:
     write_atomic(out / f"phantom_{orientation}.nii.gz", nii_gz)
     stage("ground-truth overlay for comparison", t)
 
-    labelled = sum(e["voxels"] for r in document["summary"].values() for e in r.values())
-    print(f"[demo] {UNTRAINED_NOTE}; {labelled} labelled voxels", file=sys.stderr)
+    import nibabel as nib
+
+    predicted = np.asanyarray(nib.load(f"{base}_labels.nii.gz").dataobj)
+    counts = class_counts(predicted, phantom.classes)
+    dice = region_dice(counts)
+    print(
+        f"[demo] Dice against the phantom's exact labels: mean {mean_region_dice(counts):.3f} ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in dice.items())
+        + f"); checkpoint: {note}",
+        file=sys.stderr,
+    )
     print(f"[demo] all servers stopped; outputs in {out.resolve()}:")
-    for name in (
-        f"{base.name}.json",
-        f"{base.name}_labels.nii.gz",
-        f"{base.name}_overlay.png",
-        "overlay_truth.png",
-        f"phantom_{orientation}.nii.gz",
-    ):
-        print(f"  {out / name}")
+    outputs = [
+        out / name
+        for name in (
+            f"{base.name}.json",
+            f"{base.name}_labels.nii.gz",
+            f"{base.name}_overlay.png",
+            "overlay_truth.png",
+            f"phantom_{orientation}.nii.gz",
+        )
+    ]
+    for path in outputs:
+        print(f"  {path}")
     print("[demo] stage timings: " + ", ".join(f"{k}: {v:.1f} s" for k, v in timings.items()))
-    return 0
+    return {"dice": dice, "mean_dice": mean_region_dice(counts), "outputs": outputs}
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from aspects_export.checkpoints import load_model
 
     d = tmp_path_factory.mktemp("trt")
-    model, note = load_model("demo")
+    model, note = load_model("untrained")
     onnx_path = graphs.export_unet(model, d / "unet.onnx", {"checkpoint": note})
     engine = tensorrt_build.build_engine(onnx_path, d / "unet.plan")
     return onnx_path, engine

@@ -2,8 +2,9 @@
 
 Two repositories are generated into session temp dirs from the committed configs:
 ``oracle`` (the tiny known-answer unet: fast) and ``effb3`` (the real smp Unet with the
-seeded, UNTRAINED demo weights).  Each is served by a real ``tritonserver`` (nvidia-pytriton,
-DESIGN §6) on free ports; the fixtures stop the servers by PID.
+seeded, UNTRAINED weights of ``load_model("untrained")``).  Each is served by a real
+``tritonserver`` (nvidia-pytriton, DESIGN §6) on free ports; the fixtures stop the servers
+by PID.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def oracle_onnx_dir(tmp_path_factory: pytest.TempPathFactory, pre_post_onnx_dir:
 
 @pytest.fixture(scope="session")
 def effb3_onnx_dir(tmp_path_factory: pytest.TempPathFactory, pre_post_onnx_dir: Path) -> Path:
-    """The three graphs with the real efficientnet-b3 Unet (demo weights, UNTRAINED).
+    """The three graphs with the real efficientnet-b3 Unet (seeded UNTRAINED weights).
 
     Set ASPECTS_TEST_EFFB3_ONNX to an exported unet.onnx to skip the ~10 s export.
     """
@@ -90,7 +91,7 @@ def effb3_onnx_dir(tmp_path_factory: pytest.TempPathFactory, pre_post_onnx_dir: 
         from aspects_export.checkpoints import load_model
         from aspects_export.graphs import export_unet
 
-        model, note = load_model("demo")
+        model, note = load_model("untrained")
         export_unet(model, path, metadata={"checkpoint": note})
 
     return _onnx_dir_with_unet(pre_post_onnx_dir, tmp_path_factory.mktemp("onnx_effb3"), write_unet)

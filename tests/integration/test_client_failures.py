@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from aspects_client import errors
+from aspects_client import errors, local_triton
 from aspects_client.client import AspectsClient
 from aspects_client.inference import InferenceSettings
 from aspects_client.local_triton import LocalTriton, free_port
@@ -219,3 +219,6 @@ def test_triton_killed_mid_volume(effb3_repository, s3_server, phantom_small, no
         client.close()
     finally:
         server.stop()
+    # a SIGKILLed server cannot unlink its python-backend regions: stop() must
+    leftovers = list(Path(local_triton.SHM_DIR).glob(f"{server.shm_prefix}*"))
+    assert leftovers == [], f"shared memory left in {local_triton.SHM_DIR}: {leftovers}"

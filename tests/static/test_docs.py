@@ -35,7 +35,8 @@ TRITON_METRICS = {
     "nv_energy_consumption",
 }
 _PATH = re.compile(
-    r"`((?:deploy|docker|docs|model_repository|tests|export|client|benchmarks)/[^`\s]*)`"
+    r"`((?:deploy|docker|docs|model_repository|models|tests|export|client|train|benchmarks"
+    r"|scripts)/[^`\s]*)`"
 )
 
 

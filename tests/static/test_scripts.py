@@ -199,7 +199,11 @@ def _run_exporter(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProce
     _fake(bindir / "aspects-export", _FAKE_EXPORT)
     calls = tmp_path / "calls.txt"
     calls.unlink(missing_ok=True)
+    demo = tmp_path / "demo.safetensors"  # stands in for the image's demo weights
+    if not demo.exists():
+        demo.write_bytes(b"demo weights v1")
     base = {
+        "ASPECTS_DEMO_WEIGHTS": str(demo),
         "PATH": f"{bindir}:{os.environ['PATH']}",
         "CALLS": str(calls),
         "ASPECTS_ONNX_DIR": str(tmp_path / "build" / "onnx"),
@@ -223,6 +227,16 @@ def test_exporter_first_start_exports_builds_and_writes(tmp_path: Path) -> None:
     # a restart: ONNX kept (the engine's own cache key decides inside `tensorrt`)
     result, calls = _run_exporter(tmp_path)
     assert result.returncode == 0 and calls == ["tensorrt", "repository"]
+    # new demo weights in a new image: re-exported
+    (tmp_path / "demo.safetensors").write_bytes(b"demo weights v2")
+    result, calls = _run_exporter(tmp_path)
+    assert result.returncode == 0 and calls == ["onnx", "tensorrt", "repository"]
+
+
+def test_exporter_refuses_missing_demo_weights(tmp_path: Path) -> None:
+    result, calls = _run_exporter(tmp_path, ASPECTS_DEMO_WEIGHTS=str(tmp_path / "nope"))
+    assert result.returncode == 66 and calls == []
+    assert "demo weights" in result.stderr
 
 
 def test_exporter_reexports_when_the_checkpoint_changes(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from aspects_export.network import build_unet
 
 @pytest.fixture(scope="module")
 def state() -> dict[str, torch.Tensor]:
-    return ck.demo_state_dict()
+    return ck.untrained_state_dict()
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,10 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_demo_weights_are_deterministic_and_leave_the_rng_alone(state: dict) -> None:
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    again = ck.demo_state_dict()
+    again = ck.untrained_state_dict()
     assert torch.equal(torch.random.get_rng_state(), before)
     assert _same(state, again)
-    assert "UNTRAINED" in ck.DEMO_CHECKPOINT_NOTE
+    assert "UNTRAINED" in ck.UNTRAINED_CHECKPOINT_NOTE
 
 
 def test_plain_state_dict(plain_file: Path, state: dict, model: torch.nn.Module) -> None:
@@ -218,8 +218,37 @@ def test_cli_corrupt_and_wrong_architecture(
 
 def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli([], capsys)[0] == 2
-    assert _cli(["onnx", "--out", str(tmp_path)], capsys)[0] == 2
     assert (
         _cli(["onnx", "--oracle", "--checkpoint", "demo", "--out", str(tmp_path)], capsys)[0] == 2
     )
     assert _cli(["all", "--oracle", "--out", str(tmp_path), "--tensorrt"], capsys)[0] == 2
+
+
+def test_demo_weights_are_the_default_and_trained(tmp_path: Path, capsys) -> None:
+    """`aspects-export onnx` without --checkpoint exports the committed demo weights: FP16
+    safetensors with their recipe, not the untrained ones."""
+    from safetensors import safe_open
+
+    path = ck.demo_weights_path()
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("segmentation_head.0.weight").dtype == torch.float16
+    assert "recipe" in meta and '"crop"' in meta["recipe"]
+    demo, note = ck.load_model("demo")
+    assert note == ck.DEMO_CHECKPOINT_NOTE and "not for clinical use" in note
+    untrained, _ = ck.load_model("untrained")
+    w = "segmentation_head.0.weight"
+    assert not torch.equal(demo.state_dict()[w], untrained.state_dict()[w])
+    code, err = _cli(["onnx", "--out", str(tmp_path), "--check-slices", "0"], capsys)
+    assert code == 0 and "synthetic phantoms" in err
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "unet.onnx")).metadata_props}
+    assert meta["checkpoint"] == ck.DEMO_CHECKPOINT_NOTE
+
+
+def test_missing_demo_weights_say_what_to_do(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(ck, "DEMO_WEIGHTS", Path("models/nowhere/x.safetensors"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"scripts/train_demo\.sh"):
+        ck.load_model("demo")

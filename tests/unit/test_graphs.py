@@ -49,7 +49,7 @@ def effb3(tmp_path_factory: pytest.TempPathFactory):
     from aspects_export.checkpoints import load_model
 
     d = tmp_path_factory.mktemp("effb3")
-    model, note = load_model("demo")
+    model, note = load_model("untrained")
     graphs.export_unet(model, d / "unet.onnx", {"checkpoint": note})
     graphs.export_preprocess(d / "preprocess.onnx")
     graphs.export_postprocess(d / "postprocess.onnx")
@@ -237,7 +237,9 @@ def test_unet_export_matches_contract_and_torch(effb3) -> None:
 def test_check_all_writes_a_passing_report(effb3) -> None:
     model, d = effb3
     slices = numeric_check.synthetic_slices(1)
-    report = numeric_check.check_all(d, model, slices, checkpoint="demo", slices_source="synth")
+    report = numeric_check.check_all(
+        d, model, slices, checkpoint="untrained", slices_source="synth"
+    )
     assert report["passed"], report
     unet = report["unet"]
     assert unet["label_agreement"] >= numeric_check.MIN_LABEL_AGREEMENT

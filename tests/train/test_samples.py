@@ -1,0 +1,139 @@
+"""Training data uses the serving contract: the client's prepare, resize and normalisation,
+byte for byte, in every voxel order; augmentations keep labels exact."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from aspects_client.preprocessing import network_input, resize_image, resize_labels
+from aspects_client.slicing import prepare
+from aspects_client.volume_io import load_volume
+from aspects_export.phantom import VOXEL_ORDERS, reorder
+from aspects_train.augment import AugmentConfig, crop_transform, random_crop, warp_pair
+from aspects_train.dataset import CropDataset, SliceDataset
+from aspects_train.samples import (
+    LabelMismatchError,
+    SliceStack,
+    draw_recipe,
+    stack_from_files,
+    stack_from_volume,
+)
+
+
+@pytest.fixture(scope="module")
+def small_stack(phantom_small) -> SliceStack:
+    return stack_from_volume(load_volume(phantom_small.image), phantom_small.classes)
+
+
+def test_training_slices_are_the_serving_slices(phantom_small, small_stack):
+    served = prepare(load_volume(phantom_small.image))
+    assert small_stack.slices.tobytes() == served.slices.tobytes()
+    assert small_stack.slices.shape == served.slices.shape
+
+
+def test_training_input_is_the_serving_input_bytes(small_stack):
+    """SliceDataset (validation) and an identity crop (training) give network_input's bytes."""
+    ds = SliceDataset([small_stack], labelled_only=False)
+    for n in (0, 4, 8):
+        x, y = ds[n]
+        served = network_input(small_stack.slices[n : n + 1])[0]
+        assert x.numpy().tobytes() == served.tobytes()
+        expected = resize_labels(small_stack.labels[n : n + 1], (512, 512))[0]
+        assert np.array_equal(y.numpy(), expected)
+    image = resize_image(small_stack.slices[4:5])[0]
+    labels = resize_labels(small_stack.labels[4:5], (512, 512))[0]
+    img, lab = warp_pair(image, labels, crop_transform((255.5, 255.5), 512), 512)
+    assert img.tobytes() == image.tobytes() and np.array_equal(lab, labels)
+    from aspects_client.preprocessing import normalise
+
+    assert normalise(img[None]).tobytes() == network_input(small_stack.slices[4:5]).tobytes()
+
+
+@pytest.mark.parametrize("order", VOXEL_ORDERS)
+def test_training_stack_is_the_same_in_every_voxel_order(phantom_small, small_stack, order):
+    ph = reorder(phantom_small, order)
+    stack = stack_from_volume(load_volume(ph.image), ph.classes)
+    assert np.array_equal(stack.slices, small_stack.slices)
+    assert np.array_equal(stack.labels, small_stack.labels)
+
+
+def test_stack_from_files_reads_any_orientation(tmp_path, phantom_small, small_stack):
+    ph = reorder(phantom_small, "PIR")
+    vol, lab = tmp_path / "v.nii.gz", tmp_path / "l.nii.gz"
+    nib.save(ph.image, vol)
+    nib.save(ph.label_image(), lab)
+    stack = stack_from_files(vol, lab)
+    assert np.array_equal(stack.labels, small_stack.labels)
+
+
+def test_stack_from_files_refuses_misfits(tmp_path, phantom_small):
+    vol = tmp_path / "v.nii.gz"
+    nib.save(phantom_small.image, vol)
+    shifted = phantom_small.image.affine.copy()
+    shifted[0, 3] += 5.0
+    cases = {
+        "affine": nib.Nifti1Image(phantom_small.classes, shifted),
+        "shape": nib.Nifti1Image(phantom_small.classes[:-1], phantom_small.image.affine),
+        "values": nib.Nifti1Image(
+            (phantom_small.classes.astype(np.int16) + 20), phantom_small.image.affine
+        ),
+        "non-integer": nib.Nifti1Image(
+            phantom_small.classes.astype(np.float32) + 0.5, phantom_small.image.affine
+        ),
+    }
+    messages = {"affine": "affine", "shape": "shape", "values": "0..10", "non-integer": "integer"}
+    for name, img in cases.items():
+        lab = tmp_path / f"{name}.nii.gz"
+        nib.save(img, lab)
+        with pytest.raises(LabelMismatchError, match=messages[name]):
+            stack_from_files(vol, lab)
+
+
+def _sample(small_stack):
+    image = resize_image(small_stack.slices[4:5])[0]
+    labels = resize_labels(small_stack.labels[4:5], (512, 512))[0]
+    return image, labels
+
+
+def test_flip_mirrors_image_and_keeps_every_label(small_stack):
+    """Classes are hemisphere-agnostic: a mirrored slice has mirrored labels, same values."""
+    image, labels = _sample(small_stack)
+    centre = (200.0, 260.0)
+    img, lab = warp_pair(image, labels, crop_transform(centre, 256, 7.0, 1.1), 256)
+    fimg, flab = warp_pair(image, labels, crop_transform(centre, 256, 7.0, 1.1, flip=True), 256)
+    assert np.array_equal(flab, lab[:, ::-1])
+    np.testing.assert_allclose(fimg, img[:, ::-1], atol=0.01)  # OpenCV fixed-point weights
+    assert set(np.unique(flab)) == set(np.unique(lab)) and len(np.unique(lab)) > 3
+
+
+def test_rotation_and_scale_keep_labels_exact_classes(small_stack):
+    image, labels = _sample(small_stack)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        img, lab = random_crop(image, labels, 192, rng, AugmentConfig())
+        assert lab.dtype == np.uint8 and set(np.unique(lab)) <= set(np.unique(labels))
+        assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 255
+
+
+def test_crop_dataset_is_reproducible_per_epoch(small_stack):
+    ds = CropDataset([small_stack], crop=64, samples_per_epoch=3, seed=5)
+    a = [ds[i] for i in range(3)]
+    b = [ds[i] for i in range(3)]
+    assert all(
+        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+        for x, y in zip(a, b, strict=True)
+    )
+    ds.set_epoch(1)
+    c = ds[0]
+    assert not np.array_equal(a[0][0], c[0])
+    assert a[0][0].shape == (3, 64, 64) and a[0][1].dtype.is_floating_point is False
+
+
+def test_recipes_are_seeded_and_varied():
+    assert draw_recipe(1000) == draw_recipe(1000)
+    recipes = [draw_recipe(s) for s in range(1000, 1020)]
+    assert len({r.key() for r in recipes}) == 20
+    assert {r.in_plane for r in recipes} >= {(512, 512), (256, 256)}
+    assert any(r.lesions for r in recipes) and any(not r.lesions for r in recipes)
