@@ -172,10 +172,7 @@ def fit(config: FitConfig, extra_callbacks: Sequence[Callback] = ()) -> FitResul
     if config.init_from:
         from aspects_export.checkpoints import load_checkpoint, load_into
 
-        load_into(module.model, load_checkpoint(config.init_from))
-        module.model.train()
-        for p in module.model.parameters():
-            p.requires_grad_(True)
+        load_into(module.model, load_checkpoint(config.init_from))  # values only: still trainable
     checkpoints = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="epoch{epoch:03d}-dice{val/mean_dice:.4f}",
@@ -192,9 +189,7 @@ def fit(config: FitConfig, extra_callbacks: Sequence[Callback] = ()) -> FitResul
     if config.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     precision = auto_precision() if config.precision == "auto" else config.precision
-    max_time = (
-        {"minutes": float(config.max_minutes)} if config.max_minutes else None
-    )
+    max_time = {"minutes": float(config.max_minutes)} if config.max_minutes else None
     trainer = L.Trainer(
         accelerator="auto",
         devices=1,

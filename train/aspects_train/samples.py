@@ -120,6 +120,24 @@ class PhantomRecipe:
         text = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(f"{CACHE_VERSION}:{text}".encode()).hexdigest()[:16]
 
+    def render(self):
+        """The phantom (``aspects_export.phantom.Phantom``, stored RAS)."""
+        from aspects_export.phantom import make_phantom
+
+        return make_phantom(
+            self.seed,
+            self.in_plane,
+            self.n_slices,
+            fov_mm=self.fov_mm,
+            slice_mm=self.slice_mm,
+            centre_z_mm=self.centre_z_mm,
+            max_rotation_deg=self.max_rotation_deg,
+            max_translation_mm=self.max_translation_mm,
+            grid_rotation_deg=self.grid_rotation_deg,
+            noise=self.noise,
+            lesions=self.lesions,
+        )
+
 
 def draw_recipe(seed: int) -> PhantomRecipe:
     """Seeded random phantom arguments: pose, FOV, slice thickness and level, tilt, noise,
@@ -149,15 +167,8 @@ def draw_recipe(seed: int) -> PhantomRecipe:
 
 def phantom_stack(recipe: PhantomRecipe) -> SliceStack:
     """Render a phantom and take it through the client's preparation → SliceStack."""
-    from aspects_export.phantom import make_phantom
-
-    args = asdict(recipe)
-    seed = args.pop("seed")
-    args["in_plane"] = tuple(args["in_plane"])
-    args["grid_rotation_deg"] = tuple(args["grid_rotation_deg"])
-    args["lesions"] = tuple(tuple(x) for x in args["lesions"])
-    phantom = make_phantom(seed, **args)
-    volume = load_volume(phantom.image, name=f"phantom seed {seed}")
+    phantom = recipe.render()
+    volume = load_volume(phantom.image, name=f"phantom seed {recipe.seed}")
     return replace(stack_from_volume(volume, phantom.classes), source=f"phantom:{recipe.key()}")
 
 
