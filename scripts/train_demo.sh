@@ -20,8 +20,8 @@ if [[ ! -f "$out/stage1/done" ]]; then
   touch "$out/stage1/done"
 fi
 "${train[@]}" --out "$out/stage2" --init-from "$out/stage1/checkpoints/last.ckpt" \
-  --crop 384 --batch-size 2 --accumulate 4 --samples-per-epoch 400 --epochs 16 \
-  --max-minutes 105 \
+  --crop 384 --batch-size 2 --accumulate 4 --samples-per-epoch 400 --epochs 16 --stop-after-epochs 14 \
+  --max-minutes 120 \
   --weights "$root/models/demo/aspects-unet-effb3-phantoms.safetensors"
 # the two stages' recipes beside the weights (the weights' own metadata holds stage 2's)
 "$root/.venv/bin/python" - "$out" "$root/models/demo/recipe.json" <<'PY'

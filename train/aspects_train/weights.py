@@ -41,6 +41,7 @@ def export_weights(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={k: str(v) for k, v in meta.items()})
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a weights file is for everyone to read
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
