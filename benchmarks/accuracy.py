@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 mine = from_display(torch_labels(model, prepared.slices), prepared.geometry)
                 seconds["torch"] += time.perf_counter() - t
                 g = prepared.geometry
-                truth_d, _ = display_with_sides(ph.classes, g)
+                truth_d = to_display(ph.classes, g)
                 truth_sides = side_labels(truth_d, to_display(ph.hemispheres, g))
                 row: dict[str, Any] = {
                     "seed": recipe.seed, "voxel_order": order, "shape": list(ph.image.shape),

@@ -33,6 +33,19 @@ def server_env_versions(server_venv: Path = ROOT / ".venv-server") -> dict[str, 
     }
 
 
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of distributions in this environment ("missing" if absent)."""
+    import importlib.metadata as md
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere)."""
     try:

