@@ -1,98 +1,254 @@
-"""Accuracy of a checkpoint on held-out synthetic phantoms, through the real Triton CPU
-ensemble and through in-process PyTorch; and a look at real DWI (dipy's ``aniso_vox``).
+"""Accuracy of the 2.5D network per ASPECTS region and hemisphere, in-process on the CPU.
 
-Workload: ``--volumes`` phantoms drawn by the training recipe (``aspects_train.samples.
-draw_recipe``: random pose, FOV, slice thickness and level, grid tilt, noise, lesions) from
-seeds ``BENCHMARK_SEED_START + i`` (never trained or validated on), all at 512×512 in-plane,
-each written in another voxel order (RAS, LPS, PIR, LAS, ...).
+Every volume goes the client's way: ``load_volume`` → ``slicing.prepare`` (window, RAS+
+reorientation, display) → ``preprocessing.context_stacks`` → ``network_input`` → the
+checkpoint's ``torch.nn.Module`` → ``preprocessing.postprocess`` → ``geometry.from_display``
+(labels in the ORIGINAL voxel order); the hemisphere of each labelled voxel comes from the
+client's mid-sagittal plane (``hemisphere.estimate_plane`` / ``hemisphere_map``).  Dice per
+region × hemisphere (``aspects_export.accuracy``; voxel counts, weighted by voxel volume,
+pooled over the volumes of a dataset) on:
 
-- **triton**: ``AspectsClient.segment`` (file bytes → client prepare → the ``aspects``
-  ensemble on a local tritonserver: ONNX preprocess → unet → postprocess) → label map in
-  the ORIGINAL grid; hemisphere of each labelled voxel from the client's mid-sagittal plane.
-- **torch**: the same file → client ``prepare`` → ``preprocessing.network_input`` → the
-  checkpoint's ``torch.nn.Module`` → ``preprocessing.postprocess`` (the NumPy definition of the
-  contract's postprocess) → back to the original grid; same hemisphere rule.
+1. held-out domain-randomised phantoms (``aspects_synth.generator.render_volume``, seeds from
+   ``BENCHMARK_SEED_START``, the first of each contrast family up to an even share), each in
+   another voxel order (``VOXEL_ORDERS``), some with an oblique affine; exact labels;
+2. today's b1000 phantoms (``recipes.draw_recipe(seed).render()``); exact labels;
+3. real images against an atlas-registration reference (``registration.py``: the MNI152 T1
+   head registered with SimpleITK, the ASPECTS atlas carried along): dipy's real b0 DWI
+   ``aniso_vox.nii.gz``, and the MNI152 T1 head resampled to 1.5×1.5×5 mm on an oblique grid,
+   whose exact labels are known (so the reference's own Dice is shown too); plus the
+   left/right volume asymmetry of every region.
 
-Dice per region (both sides pooled) and per region × hemisphere (truth: the atlas's side), with
-counts pooled over all volumes; the two paths must agree.  Writes
-``benchmarks/results/accuracy.{json,md}``, an overlay of one held-out phantom and the overlay
-of dipy's real DWI sample (unlabelled: for a person to look at).
+Writes ``accuracy.json``, ``accuracy.md`` and ``accuracy_*.png`` overlays into ``--out``.
 
-    .venv/bin/python benchmarks/accuracy.py [--checkpoint demo] [--volumes 4]
+    .venv/bin/python benchmarks/accuracy.py [--checkpoint demo|PATH] [--phantoms 12]
+        [--b1000 4] [--no-real] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import platform
 import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+
+from aspects_client import contract
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 RESULTS = ROOT / "benchmarks" / "results"
-ORDERS = ("RAS", "LPS", "PIR", "LAS", "ASR", "SPL")
 DIPY_VERSION = "1.12.1"
 DIPY_MEMBER = "dipy/data/files/aniso_vox.nii.gz"
 DIPY_FILE_SHA256 = "8440b6366d3dbd58d8f5af3ef6764dbd65e35b1061abe7bf4dc8fac32fb7aff7"
-AGREEMENT_MIN = 0.999  # voxel label agreement Triton vs PyTorch
-DICE_GOAL = 0.7
+OBLIQUE_DEG = (0.0, 15.0, 0.0, -20.0)  # cycled over the domain-randomised volumes
+T1_VOXEL_MM = (1.5, 1.5, 5.0)
+T1_SHAPE = (160, 160, 30)
+T1_TILT_DEG = 18.0  # grid pitch (about x) in the affine
+T1_POSE_DEG = (0.0, 3.0, -4.0)  # head pose in the world: rotation about x, y, z ...
+T1_SHIFT_MM = (4.0, -6.0, 10.0)  # ... and translation
+T1_ORDER = "LPS"
+GOALS = {"phantoms": 0.88, "b1000": 0.85, "aniso_vox": 0.75, "t1_head": 0.80}
+MAX_ASYMMETRY = 0.15
+OVERLAY_SLICES = 4
 
 
 def log(msg: str) -> None:
     print(f"[accuracy] {msg}", file=sys.stderr, flush=True)
 
 
-def held_out_phantoms(n: int) -> list[tuple[Any, str, Any]]:
-    """(phantom in its voxel order, order, recipe) for n held-out seeds, 512×512 in-plane."""
-    from dataclasses import replace
+# --- labels, counts, Dice -----------------------------------------------------------------
 
-    from aspects_export.phantom import reorder
-    from aspects_train.samples import BENCHMARK_SEED_START, draw_recipe
 
-    out = []
-    for i in range(n):
-        recipe = replace(draw_recipe(BENCHMARK_SEED_START + i), in_plane=(512, 512))
-        order = ORDERS[i % len(ORDERS)]
-        out.append((reorder(recipe.render(), order), order, recipe))
+@dataclass(frozen=True)
+class Labels:
+    """Classes 0..10 and hemisphere codes, uint8, in one volume's ORIGINAL voxel order."""
+
+    classes: np.ndarray
+    hemispheres: np.ndarray
+
+
+@dataclass
+class Tally:
+    """Counts pooled over volumes, each voxel weighted by its volume in mL (so a head weighs
+    by its size, not its matrix): classes [3, 11] and region × side [3, 21]."""
+
+    classes: np.ndarray = field(
+        default_factory=lambda: np.zeros((3, contract.NUM_CLASSES)))
+    sides: np.ndarray = field(
+        default_factory=lambda: np.zeros((3, 1 + 2 * len(contract.REGIONS))))
+    per_volume: list[float] = field(default_factory=list)
+
+    def add(self, pred: Labels, truth: Labels, voxel_ml: float) -> float:
+        """Add one volume; returns its own mean region × side Dice."""
+        from aspects_export.accuracy import SIDE_CLASSES, class_counts, side_labels
+
+        if pred.classes.shape != truth.classes.shape:
+            raise ValueError(f"grids differ: {pred.classes.shape} vs {truth.classes.shape}")
+        c = class_counts(pred.classes, truth.classes) * voxel_ml
+        s = class_counts(side_labels(pred.classes, pred.hemispheres),
+                         side_labels(truth.classes, truth.hemispheres), SIDE_CLASSES) * voxel_ml
+        self.classes += c
+        self.sides += s
+        self.per_volume.append(summarise_counts(c, s)["mean_region_side"])
+        return self.per_volume[-1]
+
+
+def summarise_counts(classes: np.ndarray, sides: np.ndarray) -> dict[str, Any]:
+    """Dice per region × side and per region (sides pooled), and their means (NaN ignored)."""
+    from aspects_export.accuracy import region_dice, region_side_dice
+
+    by_side = region_side_dice(sides)
+    pooled = region_dice(classes)
+    side_values = [v for d in by_side.values() for v in d.values()]
+    return {
+        "region_side": by_side,
+        "region": pooled,
+        "mean_region_side": _nanmean(side_values),
+        "mean_region": _nanmean(list(pooled.values())),
+    }
+
+
+def summarise(tally: Tally) -> dict[str, Any]:
+    """``summarise_counts`` of a tally, with its volume count and the mean of the volumes'
+    own means (every volume weighted equally)."""
+    return {"volumes": len(tally.per_volume), **summarise_counts(tally.classes, tally.sides),
+            "mean_of_volumes": _nanmean(tally.per_volume)}
+
+
+def voxel_ml(image: nib.Nifti1Image) -> float:
+    """Volume of one voxel in mL."""
+    return float(abs(np.linalg.det(image.affine[:3, :3]))) / 1000.0
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def asymmetry(labels: Labels, voxel_ml: float) -> dict[str, dict[str, float]]:
+    """Per region: right and left volume (mL) and |Vr − Vl| / max(Vr, Vl) (NaN if both 0)."""
+    codes = contract.HEMISPHERE_CODES
+    out = {}
+    for region in contract.REGIONS:
+        mask = labels.classes == region.index
+        right = int((mask & (labels.hemispheres == codes["r"])).sum()) * voxel_ml
+        left = int((mask & (labels.hemispheres == codes["l"])).sum()) * voxel_ml
+        top = max(right, left)
+        out[region.key] = {"r_ml": round(right, 3), "l_ml": round(left, 3),
+                           "asymmetry": abs(right - left) / top if top else float("nan")}
     return out
 
 
-def display_with_sides(labels_original: np.ndarray, geometry) -> tuple[np.ndarray, np.ndarray]:
-    """Original-grid classes → (display classes, display hemisphere codes by the client's
-    mid-sagittal plane)."""
-    from aspects_client.geometry import to_display
-    from aspects_client.hemisphere import estimate_plane, hemisphere_map
-
-    display = np.ascontiguousarray(to_display(labels_original, geometry))
-    return display, hemisphere_map(display, geometry, estimate_plane(display, geometry))
+# --- the network, the client's way ----------------------------------------------------------
 
 
-def torch_labels(model, slices: np.ndarray, batch: int = 4) -> np.ndarray:
-    """uint8 display slices [N, H, W] → contract labels [N, H, W] via in-process PyTorch."""
+@dataclass(frozen=True)
+class Segmentation:
+    """The network's labels in the original grid, the display stack it saw, the plane rule."""
+
+    labels: Labels
+    prepared: Any  # aspects_client.slicing.PreparedVolume
+    plane_method: str
+    seconds: float
+
+
+def predict_display(model: Any, slices: np.ndarray, batch: int = 8) -> np.ndarray:
+    """uint8 display slices [N, H, W] → contract labels [N, H, W] (2.5D stacks, in-process)."""
     import torch
 
-    from aspects_client.preprocessing import network_input, postprocess
+    from aspects_client.preprocessing import context_stacks, network_input, postprocess
 
+    stacks = context_stacks(slices)
     out = []
     with torch.inference_mode():
-        for i in range(0, len(slices), batch):
-            chunk = slices[i : i + batch]
-            logits = model(torch.from_numpy(network_input(chunk))).numpy()
-            out.append(postprocess(logits, chunk.shape[1:])[0])
+        for i in range(0, len(stacks), batch):
+            logits = model(torch.from_numpy(network_input(stacks[i : i + batch]))).numpy()
+            out.append(postprocess(logits, slices.shape[1:])[0])
     return np.concatenate(out)
+
+
+def segment(model: Any, source: Any) -> Segmentation:
+    """A NIfTI path, bytes or nibabel image → labels in its own voxel order, client sides."""
+    from aspects_client.geometry import from_display
+    from aspects_client.hemisphere import estimate_plane, hemisphere_map
+    from aspects_client.slicing import prepare
+    from aspects_client.volume_io import load_volume
+
+    began = time.perf_counter()
+    prepared = prepare(load_volume(source))
+    display = predict_display(model, prepared.slices)
+    plane = estimate_plane(display, prepared.geometry)
+    sides = hemisphere_map(display, prepared.geometry, plane)
+    labels = Labels(np.asarray(from_display(display, prepared.geometry), np.uint8),
+                    np.asarray(from_display(sides, prepared.geometry), np.uint8))
+    return Segmentation(labels, prepared, plane.method, time.perf_counter() - began)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def domain_randomised_seeds(n: int) -> list[tuple[int, str]]:
+    """(seed, contrast family) of n held-out heads: seeds from BENCHMARK_SEED_START upwards,
+    each family taking at most ceil(n / 5) of them, so that every family is covered."""
+    from aspects_synth.generator import CONTRASTS, draw_head
+    from aspects_synth.head_labels import load_label_maps
+    from aspects_synth.recipes import BENCHMARK_SEED_START
+
+    maps = load_label_maps()
+    share = math.ceil(n / len(CONTRASTS))
+    taken: dict[str, int] = {}
+    out = []
+    seed = BENCHMARK_SEED_START
+    while len(out) < n:
+        contrast = draw_head(seed, maps).contrast
+        if taken.get(contrast, 0) < share:
+            taken[contrast] = taken.get(contrast, 0) + 1
+            out.append((seed, contrast))
+        seed += 1
+    return out
+
+
+def oblique_t1_head() -> Any:
+    """The MNI152 T1 head (3 mm, with scalp and skull) in a rigid pose, resampled to
+    1.5×1.5×5 mm on a grid tilted by ``T1_TILT_DEG`` and stored ``T1_ORDER``, as an
+    ``aspects_synth.Phantom``: image trilinear with 5 samples across each slice, exact labels
+    = the ASPECTS atlas at each voxel centre through the same transform (nearest)."""
+    from aspects_synth import Phantom, load_atlas, reorder
+    from aspects_synth.phantom import euler_rotation, grid_affine, sample_linear, sample_nearest
+
+    atlas = load_atlas()
+    pose = np.eye(4)  # world = pose · mni
+    pose[:3, :3] = euler_rotation(T1_POSE_DEG)
+    pose[:3, 3] = T1_SHIFT_MM
+    centre = (pose @ [0.0, -18.0, 18.0, 1.0])[:3]  # the brain's centre, roughly
+    grid = grid_affine(T1_SHAPE, T1_VOXEL_MM, centre, (T1_TILT_DEG, 0.0, 0.0))
+    mni_from_voxel = np.linalg.inv(pose) @ grid
+    ijk = np.stack(np.meshgrid(*map(np.arange, T1_SHAPE), indexing="ij"), -1).astype(float)
+    head_from_voxel = np.linalg.inv(atlas.head_affine) @ mni_from_voxel
+    image = np.mean([sample_linear(atlas.head, head_from_voxel, ijk + np.array((0.0, 0.0, dz)))
+                     for dz in (-0.4, -0.2, 0.0, 0.2, 0.4)], axis=0)
+    atlas_from_voxel = np.linalg.inv(atlas.atlas_affine) @ mni_from_voxel
+    classes = sample_nearest(atlas.classes, atlas_from_voxel, ijk)
+    hemispheres = sample_nearest(atlas.hemispheres, atlas_from_voxel, ijk)
+    img = nib.Nifti1Image(image.astype(np.float32), grid)
+    img.header.set_xyzt_units("mm", "sec")
+    phantom = Phantom(img, classes, hemispheres, 0, np.zeros_like(classes), pose)
+    return reorder(phantom, T1_ORDER)
 
 
 def fetch_dipy_sample(cache: Path) -> Path:
     """dipy's aniso_vox.nii.gz (real DWI, 4×4×5 mm, oblique), from the dipy wheel on PyPI."""
-    import hashlib
     import subprocess
 
     dest = cache / "dipy" / "aniso_vox.nii.gz"
@@ -112,196 +268,431 @@ def fetch_dipy_sample(cache: Path) -> Path:
     return dest
 
 
+def describe(image: nib.Nifti1Image) -> dict[str, Any]:
+    """Shape, stored voxel order and voxel size of an image."""
+    return {"shape": list(image.shape[:3]), "voxel_order": "".join(nib.aff2axcodes(image.affine)),
+            "voxel_mm": [round(float(z), 3) for z in image.header.get_zooms()[:3]]}
+
+
+# --- overlays -----------------------------------------------------------------------------
+
+
+def overlay(path: Path, seg: Segmentation, rows: list[tuple[str, Labels]], title: str) -> str:
+    """PNG: ``OVERLAY_SLICES`` display slices (radiological view: patient right on the
+    image's left), one row per labelling; region colours from the contract, patient right
+    bright and patient left dark.  Slices: spread over those the last row labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from aspects_client.geometry import to_display
+
+    g = seg.prepared.geometry
+    shown = [(name, to_display(lab.classes, g), to_display(lab.hemispheres, g))
+             for name, lab in rows]
+    labelled = np.flatnonzero(shown[-1][1].reshape(len(shown[-1][1]), -1).any(axis=1))
+    if labelled.size == 0:
+        labelled = np.arange(len(seg.prepared.slices))
+    picks = np.unique(labelled[np.round(np.linspace(0.15, 0.85, OVERLAY_SLICES)
+                                        * (labelled.size - 1)).astype(int)])
+    colours = np.zeros((contract.NUM_CLASSES, 3), np.float32)
+    for region in contract.REGIONS:
+        colours[region.index] = np.asarray(region.colour_rgb) / 255.0
+    row_mm, col_mm = g.display_pixel_spacing_mm
+    fig, axes = plt.subplots(len(rows), len(picks), squeeze=False,
+                             figsize=(2.6 * len(picks), 2.6 * len(rows) + 0.9))
+    for r, (name, classes, hemis) in enumerate(shown):
+        for c, n in enumerate(picks):
+            grey = seg.prepared.slices[n].astype(np.float32)[..., None].repeat(3, -1) / 255.0
+            left = hemis[n] == contract.HEMISPHERE_CODES[contract.HEMISPHERE_LEFT]
+            tint = colours[classes[n]] * np.where(left, 0.45, 1.0)[..., None]
+            alpha = np.where(classes[n] > 0, 0.55, 0.0)[..., None]
+            rgb = (grey * (1 - alpha) + tint * alpha)[:, ::-1]  # radiological
+            ax = axes[r, c]
+            ax.imshow(rgb, aspect=row_mm / col_mm, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.02, 0.5, "R", color="w", transform=ax.transAxes, fontsize=8)
+            ax.text(0.94, 0.5, "L", color="w", transform=ax.transAxes, fontsize=8)
+            if r == 0:
+                ax.set_title(f"slice {g.original_slice_index(int(n))}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    handles = [Patch(color=colours[x.index], label=x.key) for x in contract.REGIONS]
+    fig.legend(handles=handles, loc="lower center", ncol=10, fontsize=7, frameon=False,
+               title="bright = patient right, dark = patient left (sides of each labelling)",
+               title_fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
+
+
+# --- the datasets ---------------------------------------------------------------------------
+
+
+def run_phantoms(model: Any, n: int, out: Path) -> dict[str, Any]:
+    """Held-out domain-randomised phantoms, every voxel order, some oblique; per contrast."""
+    from aspects_synth import VOXEL_ORDERS, reorder
+    from aspects_synth.generator import render_volume
+
+    total, families, rows, figures = Tally(), {}, [], []
+    for i, (seed, contrast) in enumerate(domain_randomised_seeds(n)):
+        order, oblique = VOXEL_ORDERS[i % len(VOXEL_ORDERS)], OBLIQUE_DEG[i % len(OBLIQUE_DEG)]
+        t = time.perf_counter()
+        ph = reorder(render_volume(seed, oblique_deg=oblique), order)
+        render_s = time.perf_counter() - t
+        seg = segment(model, ph.image.to_bytes())
+        truth = Labels(ph.classes, ph.hemispheres)
+        dice = total.add(seg.labels, truth, voxel_ml(ph.image))
+        families.setdefault(contrast, Tally()).add(seg.labels, truth, voxel_ml(ph.image))
+        row = {"seed": seed, "contrast": contrast, "oblique_deg": oblique, **describe(ph.image),
+               "mean_dice": dice, "plane": seg.plane_method, "render_s": round(render_s, 1),
+               "segment_s": round(seg.seconds, 1)}
+        if contrast not in {r["contrast"] for r in rows}:
+            row["overlay"] = overlay(out / f"accuracy_phantom_{seed}_{contrast}.png", seg,
+                                     [("network", seg.labels), ("exact", truth)],
+                                     f"domain-randomised phantom {seed} ({contrast}, stored "
+                                     f"{order}, oblique {oblique:g}°): network vs exact labels")
+            figures.append(row["overlay"])
+        rows.append(row)
+        log(f"phantom {seed} {contrast} {order} {oblique:g}°: mean Dice {dice:.3f} "
+            f"(render {render_s:.0f} s, segment {seg.seconds:.0f} s)")
+    return {"all": summarise(total), "by_contrast": {k: summarise(v) for k, v in
+                                                     sorted(families.items())},
+            "volumes": rows, "overlays": figures}
+
+
+def run_b1000(model: Any, n: int, out: Path) -> dict[str, Any]:
+    """Today's b1000 phantoms (``draw_recipe(seed).render()``) in varied voxel orders."""
+    from aspects_synth import VOXEL_ORDERS, reorder
+    from aspects_synth.recipes import BENCHMARK_SEED_START, draw_recipe
+
+    total, rows, figures = Tally(), [], []
+    for i in range(n):
+        recipe = draw_recipe(BENCHMARK_SEED_START + i)
+        order = VOXEL_ORDERS[(i + 3) % len(VOXEL_ORDERS)]
+        t = time.perf_counter()
+        ph = reorder(recipe.render(), order)
+        render_s = time.perf_counter() - t
+        seg = segment(model, ph.image.to_bytes())
+        truth = Labels(ph.classes, ph.hemispheres)
+        dice = total.add(seg.labels, truth, voxel_ml(ph.image))
+        row = {"seed": recipe.seed, **describe(ph.image), "mean_dice": dice,
+               "lesions": [list(x) for x in recipe.lesions], "plane": seg.plane_method,
+               "render_s": round(render_s, 1), "segment_s": round(seg.seconds, 1)}
+        if i == 0:
+            row["overlay"] = overlay(out / f"accuracy_b1000_{recipe.seed}.png", seg,
+                                     [("network", seg.labels), ("exact", truth)],
+                                     f"b1000 phantom {recipe.seed} (stored {order}): "
+                                     "network vs exact labels")
+            figures.append(row["overlay"])
+        rows.append(row)
+        log(f"b1000 {recipe.seed} {order}: mean Dice {dice:.3f}")
+    return {"all": summarise(total), "volumes": rows, "overlays": figures}
+
+
+def compare(pred: Labels, truth: Labels) -> dict[str, Any]:
+    """Dice of one volume's labelling against another, per region × side."""
+    tally = Tally()
+    tally.add(pred, truth, 1.0)
+    return summarise(tally)
+
+
+def run_real(model: Any, out: Path) -> dict[str, Any]:
+    """dipy's aniso_vox (network vs registration) and the oblique MNI152 T1 head (network and
+    registration vs exact); asymmetry of every labelling."""
+    from registration import SETTINGS, register_atlas
+
+    from aspects_synth.atlas import cache_dir
+
+    results: dict[str, Any] = {"registration_settings": SETTINGS}
+    path = fetch_dipy_sample(cache_dir())
+    aniso = nib.load(str(path))
+    seg = segment(model, str(path))
+    t = time.perf_counter()
+    ref = register_atlas(np.asarray(aniso.dataobj, np.float32), aniso.affine)
+    reg = Labels(ref.classes, ref.hemispheres)
+    ml = voxel_ml(aniso)
+    results["aniso_vox"] = {
+        "file": f"dipy {DIPY_VERSION}: {DIPY_MEMBER} (sha256 {DIPY_FILE_SHA256[:16]}…)",
+        **describe(aniso), "network_vs_registration": compare(seg.labels, reg),
+        "asymmetry": {"network": asymmetry(seg.labels, ml), "registration": asymmetry(reg, ml)},
+        "registration": {"metric": ref.metric, "seconds": ref.seconds,
+                         "wall_s": round(time.perf_counter() - t, 1)},
+        "plane": seg.plane_method, "segment_s": round(seg.seconds, 1),
+        "overlay": overlay(out / "accuracy_aniso_vox.png", seg,
+                           [("network", seg.labels), ("registration", reg)],
+                           "dipy aniso_vox (real b0 DWI, 4×4×5 mm, oblique): network vs "
+                           "atlas registration"),
+    }
+    log(f"aniso_vox: network vs registration "
+        f"{results['aniso_vox']['network_vs_registration']['mean_region_side']:.3f}")
+
+    t1 = oblique_t1_head()
+    seg = segment(model, t1.image.to_bytes())
+    t = time.perf_counter()
+    ref = register_atlas(np.asarray(t1.image.dataobj, np.float32), t1.affine)
+    reg, exact = Labels(ref.classes, ref.hemispheres), Labels(t1.classes, t1.hemispheres)
+    ml = voxel_ml(t1.image)
+    results["t1_head"] = {
+        "file": f"MNI152_T1_3mm head resampled to {T1_VOXEL_MM} mm, grid tilt {T1_TILT_DEG}°, "
+                f"pose {T1_POSE_DEG}° / {T1_SHIFT_MM} mm",
+        **describe(t1.image), "network_vs_exact": compare(seg.labels, exact),
+        "registration_vs_exact": compare(reg, exact),
+        "network_vs_registration": compare(seg.labels, reg),
+        "asymmetry": {"network": asymmetry(seg.labels, ml), "registration": asymmetry(reg, ml),
+                      "exact": asymmetry(exact, ml)},
+        "registration": {"metric": ref.metric, "seconds": ref.seconds,
+                         "wall_s": round(time.perf_counter() - t, 1)},
+        "plane": seg.plane_method, "segment_s": round(seg.seconds, 1),
+        "overlay": overlay(out / "accuracy_t1_head.png", seg,
+                           [("network", seg.labels), ("registration", reg), ("exact", exact)],
+                           f"MNI152 T1 head, {T1_VOXEL_MM[0]:g}×{T1_VOXEL_MM[1]:g}×"
+                           f"{T1_VOXEL_MM[2]:g} mm, {T1_TILT_DEG:g}° oblique, stored {T1_ORDER}"),
+    }
+    r = results["t1_head"]
+    log(f"T1 head: network vs exact {r['network_vs_exact']['mean_region_side']:.3f}, "
+        f"registration vs exact {r['registration_vs_exact']['mean_region_side']:.3f}")
+    return results
+
+
+# --- goals, report --------------------------------------------------------------------------
+
+
+def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal with its value and whether it is met (``None``: not run)."""
+    real = report.get("real") or {}
+
+    def dice(section: dict[str, Any] | None, *keys: str) -> float | None:
+        for key in keys:
+            section = (section or {}).get(key)
+        return None if section is None else float(section)
+
+    worst = None
+    if real:
+        worst = max(v["asymmetry"] for name in ("aniso_vox", "t1_head")
+                    for v in real[name]["asymmetry"]["network"].values()
+                    if math.isfinite(v["asymmetry"]))
+    items = [
+        ("held-out domain-randomised phantoms: mean Dice (region × side)", "≥", GOALS["phantoms"],
+         dice(report.get("phantoms"), "all", "mean_region_side")),
+        ("b1000 phantoms: mean Dice (region × side)", "≥", GOALS["b1000"],
+         dice(report.get("b1000"), "all", "mean_region_side")),
+        ("aniso_vox: agreement with registration, mean Dice (region × side)", "≥",
+         GOALS["aniso_vox"], dice(real, "aniso_vox", "network_vs_registration",
+                                  "mean_region_side")),
+        ("oblique T1 head: mean Dice vs exact labels (region × side)", "≥", GOALS["t1_head"],
+         dice(real, "t1_head", "network_vs_exact", "mean_region_side")),
+        ("real images: largest region asymmetry |Vr−Vl|/max (network)", "≤", MAX_ASYMMETRY,
+         worst),
+    ]
+    out = []
+    for name, op, target, value in items:
+        met = None if value is None or not math.isfinite(value) else (
+            value >= target if op == "≥" else value <= target)
+        out.append({"goal": name, "target": f"{op} {target}", "value": value, "met": met})
+    return out
+
+
+def checkpoint_identity(spec: str) -> dict[str, Any]:
+    """Name, path and sha256 of the checkpoint file (none for ``untrained``)."""
+    from aspects_export.checkpoints import DEMO_SPEC, UNTRAINED_SPEC, demo_weights_path
+
+    if spec == UNTRAINED_SPEC:
+        return {"spec": spec, "name": "untrained", "sha256": None}
+    path = demo_weights_path() if spec == DEMO_SPEC else Path(spec).resolve()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return {"spec": spec, "name": path.name, "path": str(shown), "sha256": digest}
+
+
+def versions() -> dict[str, str]:
+    """Python, CPU and the packages the figures depend on."""
+    from bench_env import cpu_model, package_versions
+
+    return {"python": platform.python_version(), "cpu": cpu_model(),
+            **package_versions(("torch", "segmentation-models-pytorch", "numpy", "nibabel",
+                                "opencv-python-headless", "SimpleITK", "matplotlib"))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="demo", help="demo | untrained | PATH")
-    parser.add_argument("--volumes", type=int, default=4)
+    parser.add_argument("--phantoms", type=int, default=12, help="domain-randomised volumes")
+    parser.add_argument("--b1000", type=int, default=4, help="b1000 phantom volumes")
+    parser.add_argument("--no-real", action="store_true", help="skip the real images")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--no-dipy", action="store_true", help="skip the real-DWI overlay")
     args = parser.parse_args(argv)
 
-    import nibabel as nib
-    from bench_env import cpu_model, server_env_versions
-
-    from aspects_client import contract
-    from aspects_client.client import AspectsClient
-    from aspects_client.geometry import from_display, to_display
-    from aspects_client.local_triton import LocalTriton
-    from aspects_client.slicing import prepare
-    from aspects_client.volume_io import load_volume
-    from aspects_export.accuracy import (
-        SIDE_CLASSES,
-        class_counts,
-        mean_region_dice,
-        region_dice,
-        region_side_dice,
-        side_labels,
-    )
     from aspects_export.checkpoints import load_model
-    from aspects_export.cli import export_onnx, write_repo
-    from aspects_export.phantom.atlas import cache_dir
 
     began = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    model, source = load_model(args.checkpoint)
-    log(f"checkpoint: {source}")
-    log(f"rendering {args.volumes} held-out phantoms")
-    phantoms = held_out_phantoms(args.volumes)
-
-    counts = {p: np.zeros((3, contract.NUM_CLASSES), np.int64) for p in ("triton", "torch")}
-    side_counts = {p: np.zeros((3, SIDE_CLASSES), np.int64) for p in ("triton", "torch")}
-    per_volume: list[dict[str, Any]] = []
-    agree = total = 0
-    seconds = {"triton": 0.0, "torch": 0.0}
-    overlay_png = None
-    with tempfile.TemporaryDirectory(prefix="aspects-accuracy-") as tmp:
-        work = Path(tmp)
-        export_onnx(args.checkpoint, work / "onnx", check_slices=0)
-        repo = write_repo(work / "onnx", work / "model_repository", "cpu")
-        with LocalTriton(repo) as triton, AspectsClient(triton.grpc_url) as client:
-            for k, (ph, order, recipe) in enumerate(phantoms):
-                raw = ph.image.to_bytes()
-                t = time.perf_counter()
-                result = client.segment(raw, name=f"held-out {recipe.seed} ({order})")
-                seconds["triton"] += time.perf_counter() - t
-                served = np.asanyarray(result.label_image.dataobj).astype(np.uint8)
-                if k == 0:
-                    overlay_png = result.overlay_png
-                prepared = prepare(load_volume(raw))
-                t = time.perf_counter()
-                mine = from_display(torch_labels(model, prepared.slices), prepared.geometry)
-                seconds["torch"] += time.perf_counter() - t
-                g = prepared.geometry
-                truth_d = to_display(ph.classes, g)
-                truth_sides = side_labels(truth_d, to_display(ph.hemispheres, g))
-                row: dict[str, Any] = {
-                    "seed": recipe.seed, "voxel_order": order, "shape": list(ph.image.shape),
-                    "lesions": [list(x) for x in recipe.lesions],
-                    "slice_mm": round(recipe.slice_mm, 2), "fov_mm": round(recipe.fov_mm, 1),
-                }
-                for path, labels in (("triton", served), ("torch", mine)):
-                    disp, sides = display_with_sides(labels, g)
-                    c = class_counts(disp, truth_d)
-                    counts[path] += c
-                    side_counts[path] += class_counts(side_labels(disp, sides), truth_sides,
-                                                      SIDE_CLASSES)
-                    row[f"mean_dice_{path}"] = round(mean_region_dice(c), 4)
-                agree += int((served == mine).sum())
-                total += served.size
-                row["voxel_agreement"] = float((served == mine).mean())
-                per_volume.append(row)
-                log(f"{recipe.seed} {order}: " + ", ".join(f"{k}={v}" for k, v in row.items()
-                                                           if k.startswith(("mean", "voxel"))))
-
-        dipy_info: dict[str, Any] = {}
-        if not args.no_dipy:
-            try:
-                path = fetch_dipy_sample(cache_dir())
-                t = time.perf_counter()
-                with LocalTriton(repo) as triton, AspectsClient(triton.grpc_url) as client:
-                    res = client.segment(str(path))
-                dipy_info = {
-                    "file": f"dipy {DIPY_VERSION}: {DIPY_MEMBER}",
-                    "shape": list(nib.load(str(path)).shape),
-                    "axcodes": "".join(nib.aff2axcodes(nib.load(str(path)).affine)),
-                    "seconds": round(time.perf_counter() - t, 2),
-                    "labelled_ml": {
-                        key: {s: round(st.volume_ml, 2) for s, st in sides.items()}
-                        for key, sides in res.regions.items()
-                    },
-                    "overlay": "accuracy_dipy_aniso_vox_overlay.png",
-                }
-                (args.out / dipy_info["overlay"]).write_bytes(res.overlay_png or b"")
-            except Exception as exc:  # the sample is a look, not a figure: report and go on
-                dipy_info = {"error": f"{type(exc).__name__}: {exc}"}
-                log(f"dipy sample skipped: {dipy_info['error']}")
-    if overlay_png:
-        (args.out / "accuracy_phantom_overlay.png").write_bytes(overlay_png)
-
-    report = {
-        "checkpoint": args.checkpoint,
-        "checkpoint_note": source,
-        "volumes": per_volume,
-        "dice": {p: region_dice(counts[p]) for p in counts},
-        "dice_by_side": {p: region_side_dice(side_counts[p]) for p in side_counts},
-        "mean_dice": {p: mean_region_dice(counts[p]) for p in counts},
-        "voxel_agreement_triton_vs_torch": agree / max(total, 1),
-        "voxels_differing_triton_vs_torch": total - agree,
-        "voxels_compared": total,
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "dipy": dipy_info,
-        "machine": {"cpu": cpu_model(), "python": platform.python_version(),
-                    **server_env_versions()},
-        "wall_s": round(time.perf_counter() - began, 1),
+    model, note = load_model(args.checkpoint)
+    log(f"checkpoint: {note}")
+    report: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "checkpoint": {**checkpoint_identity(args.checkpoint), "note": note},
+        "arguments": {"phantoms": args.phantoms, "b1000": args.b1000, "real": not args.no_real},
+        "versions": versions(),
     }
-    (args.out / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
+    seconds = {}
+    for key, count, run in (("phantoms", args.phantoms, run_phantoms),
+                            ("b1000", args.b1000, run_b1000)):
+        if count > 0:
+            t = time.perf_counter()
+            report[key] = run(model, count, args.out)
+            seconds[key] = round(time.perf_counter() - t, 1)
+    if not args.no_real:
+        t = time.perf_counter()
+        report["real"] = run_real(model, args.out)
+        seconds["real"] = round(time.perf_counter() - t, 1)
+    report["goals"] = goals(report)
+    report["seconds"] = {**seconds, "total": round(time.perf_counter() - began, 1)}
+    (args.out / "accuracy.json").write_text(json.dumps(_clean(report), indent=2) + "\n")
     (args.out / "accuracy.md").write_text(render_markdown(report))
-    log(f"mean Dice triton {report['mean_dice']['triton']:.4f} torch "
-        f"{report['mean_dice']['torch']:.4f}; agreement "
-        f"{report['voxel_agreement_triton_vs_torch']:.5f}; wrote {args.out / 'accuracy.md'}")
-    ok = report["voxel_agreement_triton_vs_torch"] >= AGREEMENT_MIN
-    return 0 if ok else 1
+    for g in report["goals"]:
+        state = {True: "met", False: "MISSED", None: "not run"}[g["met"]]
+        value = "–" if g["value"] is None else f"{g['value']:.3f}"
+        print(f"{state:8} {g['goal']}: {value} (goal {g['target']})")
+    log(f"wrote {args.out / 'accuracy.md'} in {report['seconds']['total']:.0f} s")
+    return 0
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: floats rounded to 4 decimals, NaN/inf → null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 4) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# --- Markdown -------------------------------------------------------------------------------
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def render_markdown(r: dict[str, Any]) -> str:
-    from aspects_client import contract
-
-    mt, mp = r["mean_dice"]["triton"], r["mean_dice"]["torch"]
+    """The report as Markdown tables (figures are in accuracy.json too)."""
+    ck = r["checkpoint"]
     lines = [
-        "# Accuracy on held-out synthetic phantoms",
+        "# Accuracy per ASPECTS region and hemisphere",
         "",
-        f"Checkpoint: `{r['checkpoint']}` — {r['checkpoint_note']}.",
-        f"Volumes: {len(r['volumes'])} held-out phantoms at 512×512 in-plane (seeds "
-        f"{', '.join(str(v['seed']) for v in r['volumes'])}; never trained or validated on), "
-        f"voxel orders {', '.join(v['voxel_order'] for v in r['volumes'])}. "
-        "Dice pools voxel counts over all volumes. Produced by `benchmarks/accuracy.py`.",
+        f"Produced by `benchmarks/accuracy.py` on {r['date']} ({r['versions']['cpu']}, "
+        f"torch {r['versions']['torch']}, SimpleITK {r['versions']['SimpleITK']}), in-process "
+        f"PyTorch on the CPU with the contract's NumPy pre/postprocessing; "
+        f"{r['seconds']['total']:.0f} s in all.",
+        f"Checkpoint: `{ck['name']}` (sha256 `{ck['sha256']}`) — {ck['note']}.",
         "",
-        f"**Mean Dice over the 10 regions: {mt:.3f} through Triton (CPU ensemble), "
-        f"{mp:.3f} through in-process PyTorch** (goal ≥ {DICE_GOAL}: "
-        f"{'met' if mt >= DICE_GOAL else 'not met'}).  Voxel agreement Triton vs PyTorch: "
-        f"{r['voxel_agreement_triton_vs_torch']:.7f} ({r['voxels_differing_triton_vs_torch']:,} of "
-        f"{r['voxels_compared']:,} voxels differ; required ≥ {AGREEMENT_MIN}): the ONNX graphs "
-        "served by Triton and the PyTorch module give the same segmentation.",
+        "Dice pools voxel counts over the volumes of a dataset, in each file's original voxel "
+        "order, each voxel weighted by its volume (so every head counts by its size, not by "
+        "its matrix); *mean of volumes* is the plain mean of each volume's own mean. "
+        "*Region × side*: a voxel counts for a region only on the right side — the "
+        "network's side is the client's mid-sagittal plane, the truth's side the atlas's. "
+        "Means are over the 20 region × side (or 10 region) Dice values.",
         "",
-        "| region | Triton r | Triton l | Triton both | PyTorch r | PyTorch l | PyTorch both |",
-        "|---|---|---|---|---|---|---|",
+        "## Goals",
+        "",
+        "| goal | value | target | |",
+        "|---|---:|---:|---|",
     ]
-    for reg in contract.REGIONS:
-        t, p = r["dice_by_side"]["triton"][reg.key], r["dice_by_side"]["torch"][reg.key]
-        lines.append(
-            f"| {reg.key} ({reg.name}) | {t['r']:.3f} | {t['l']:.3f} | "
-            f"{r['dice']['triton'][reg.key]:.3f} | {p['r']:.3f} | {p['l']:.3f} | "
-            f"{r['dice']['torch'][reg.key]:.3f} |"
-        )
-    lines += ["", "Per volume:", "", "| seed | order | shape | slice mm | lesions | mean Dice "
-              "Triton | mean Dice PyTorch | voxel agreement |", "|---|---|---|---|---|---|---|---|"]
-    for v in r["volumes"]:
-        lesions = ", ".join(f"{a}-{b}" for a, b in v["lesions"]) or "none"
-        lines.append(
-            f"| {v['seed']} | {v['voxel_order']} | {'×'.join(map(str, v['shape']))} | "
-            f"{v['slice_mm']} | {lesions} | {v['mean_dice_triton']:.3f} | "
-            f"{v['mean_dice_torch']:.3f} | {v['voxel_agreement']:.7f} |"
-        )
-    d = r["dipy"]
-    lines += ["", "## Real DWI: dipy `aniso_vox.nii.gz` (unlabelled)", ""]
-    if "error" in d:
-        lines.append(f"Not run: {d['error']}")
-    elif d:
-        lines.append(
-            f"{d['file']}, shape {d['shape']}, stored {d['axcodes']} with an oblique affine; "
-            f"segmented through Triton in {d['seconds']} s. Overlay: `{d['overlay']}` (for a "
-            "person to judge: no labels exist for this file). Labelled volume per region (mL, "
-            "r / l): " + ", ".join(
-                f"{k} {v.get('r', 0)}/{v.get('l', 0)}" for k, v in d["labelled_ml"].items()
-            ) + "."
-        )
-    lines += [
-        "",
-        f"Time: Triton path {r['seconds']['triton']} s, PyTorch path {r['seconds']['torch']} s "
-        f"for all volumes; whole run {r['wall_s']} s on {r['machine']['cpu']} (2 cores, no GPU).",
-        "",
-    ]
+    for g in r["goals"]:
+        state = {True: "met", False: "**missed**", None: "not run"}[g["met"]]
+        goal = g["goal"].replace("|", "\\|")
+        lines.append(f"| {goal} | {_f(g['value'])} | {g['target']} | {state} |")
+
+    columns: list[tuple[str, dict[str, Any]]] = []
+    if "phantoms" in r:
+        columns.append(("domain-randomised", r["phantoms"]["all"]))
+    if "b1000" in r:
+        columns.append(("b1000", r["b1000"]["all"]))
+    real = r.get("real") or {}
+    if real:
+        columns += [("aniso_vox net vs reg", real["aniso_vox"]["network_vs_registration"]),
+                    ("T1 head net vs exact", real["t1_head"]["network_vs_exact"]),
+                    ("T1 head reg vs exact", real["t1_head"]["registration_vs_exact"])]
+    lines += ["", "## Dice per region and hemisphere", "",
+              "| region | side | " + " | ".join(n for n, _ in columns) + " |",
+              "|---|---|" + "---:|" * len(columns)]
+    for region in contract.REGIONS:
+        for side in contract.HEMISPHERES:
+            cells = [_f(s["region_side"][region.key][side]) for _, s in columns]
+            lines.append(f"| {region.key} ({region.name}) | {side} | " + " | ".join(cells) + " |")
+    lines.append("| **mean, region × side** | | " + " | ".join(
+        f"**{_f(s['mean_region_side'])}**" for _, s in columns) + " |")
+    lines.append("| mean, regions (sides pooled) | | " + " | ".join(
+        _f(s["mean_region"]) for _, s in columns) + " |")
+    lines.append("| mean of volumes (region × side) | | " + " | ".join(
+        _f(s["mean_of_volumes"]) for _, s in columns) + " |")
+
+    if "phantoms" in r:
+        p = r["phantoms"]
+        lines += ["", "## Domain-randomised phantoms per contrast family", "",
+                  "| contrast | volumes | mean (region × side) | " + " | ".join(
+                      contract.REGION_KEYS) + " |",
+                  "|---|---:|---:|" + "---:|" * len(contract.REGION_KEYS)]
+        for name, s in p["by_contrast"].items():
+            lines.append(f"| {name} | {s['volumes']} | {_f(s['mean_region_side'])} | " +
+                         " | ".join(_f(s["region"][k]) for k in contract.REGION_KEYS) + " |")
+        lines += ["", "Volumes (held-out seeds ≥ 100000; render + segment seconds):", "",
+                  "| seed | contrast | stored | oblique | shape | voxel mm | mean Dice | "
+                  "plane | s |", "|---|---|---|---:|---|---|---:|---|---:|"]
+        for v in p["volumes"]:
+            lines.append(
+                f"| {v['seed']} | {v['contrast']} | {v['voxel_order']} | {v['oblique_deg']:g}° | "
+                f"{'×'.join(map(str, v['shape']))} | {'×'.join(f'{z:g}' for z in v['voxel_mm'])}"
+                f" | {_f(v['mean_dice'])} | {v['plane']} | {v['render_s'] + v['segment_s']:.0f} |")
+    if "b1000" in r:
+        lines += ["", "b1000 phantoms:", "", "| seed | stored | shape | lesions | mean Dice |",
+                  "|---|---|---|---|---:|"]
+        for v in r["b1000"]["volumes"]:
+            lesions = ", ".join("-".join(x) for x in v["lesions"]) or "none"
+            lines.append(f"| {v['seed']} | {v['voxel_order']} | "
+                         f"{'×'.join(map(str, v['shape']))} | {lesions} | {_f(v['mean_dice'])} |")
+    if real:
+        a, t = real["aniso_vox"], real["t1_head"]
+        sources = [("aniso_vox network", a["asymmetry"]["network"]),
+                   ("aniso_vox registration", a["asymmetry"]["registration"]),
+                   ("T1 network", t["asymmetry"]["network"]),
+                   ("T1 registration", t["asymmetry"]["registration"]),
+                   ("T1 exact", t["asymmetry"]["exact"])]
+        lines += ["", "## Real images", "",
+                  f"- aniso_vox: {a['file']}, {'×'.join(map(str, a['shape']))} voxels of "
+                  f"{'×'.join(f'{z:g}' for z in a['voxel_mm'])} mm stored {a['voxel_order']}; "
+                  f"registration {a['registration']['wall_s']} s "
+                  f"(Mattes MI {a['registration']['metric']}).",
+                  f"- T1 head: {t['file']}, {'×'.join(map(str, t['shape']))} voxels stored "
+                  f"{t['voxel_order']}; registration {t['registration']['wall_s']} s. "
+                  f"Reference check — registration vs exact labels: "
+                  f"**{_f(t['registration_vs_exact']['mean_region_side'])}**; network vs "
+                  f"registration: {_f(t['network_vs_registration']['mean_region_side'])}.",
+                  "", "Left/right asymmetry |Vr − Vl| / max(Vr, Vl) per region "
+                  f"(goal for the network ≤ {MAX_ASYMMETRY:.0%}):", "",
+                  "| region | " + " | ".join(n for n, _ in sources) + " |",
+                  "|---|" + "---:|" * len(sources)]
+        for key in contract.REGION_KEYS:
+            lines.append(f"| {key} | " + " | ".join(
+                _pct(s[key]["asymmetry"]) for _, s in sources) + " |")
+    figures = [*r.get("phantoms", {}).get("overlays", []), *r.get("b1000", {}).get("overlays", [])]
+    figures += [real[k]["overlay"] for k in ("aniso_vox", "t1_head") if k in real]
+    lines += ["", "Overlays (radiological view; bright = patient right, dark = patient left): " +
+              ", ".join(f"`{f}`" for f in figures) + ".", ""]
     return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.0%}"
 
 
 if __name__ == "__main__":

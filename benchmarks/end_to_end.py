@@ -159,7 +159,7 @@ def upload_phantoms(
     from aspects_client.geometry import to_display
     from aspects_client.slicing import prepare
     from aspects_client.volume_io import load_volume
-    from aspects_export.phantom import make_phantom
+    from aspects_synth import make_phantom
 
     s3.create_bucket(Bucket=BUCKET)
     out = []

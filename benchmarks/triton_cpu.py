@@ -1,7 +1,8 @@
 """CPU Triton runtime benchmark (issue 4).
 
 Workload: real 512x512 uint8 slices of the seeded phantom (``make_phantom(seed=3)``, 20
-slices, windowed and oriented by the client's ``load_volume`` + ``prepare``) through the
+slices, windowed and oriented by the client's ``load_volume`` + ``prepare``), sent as the
+client sends them (2.5D stacks ``[3, 512, 512]``, ``context_stacks``) through the
 ``aspects`` ensemble (preprocess -> unet -> postprocess) with the real effb3 unet of the
 **`untrained` checkpoint (seeded, UNTRAINED weights: the labels mean nothing, the timing does)**.
 
@@ -78,14 +79,19 @@ def export_models(work: Path) -> tuple[Path, Path, Any, dict[str, float]]:
 
 
 def phantom_slices() -> np.ndarray:
+    """The phantom's 20 slices as 2.5D stacks uint8 [20, 3, 512, 512] (the wire format)."""
+    from aspects_client import contract
+    from aspects_client.preprocessing import context_stacks
     from aspects_client.slicing import prepare
     from aspects_client.volume_io import load_volume
-    from aspects_export.phantom import make_phantom
+    from aspects_synth import make_phantom
 
     ph = make_phantom(seed=PHANTOM_SEED)
     slices = prepare(load_volume(ph.image, name=f"phantom seed {PHANTOM_SEED}")).slices
     assert slices.dtype == np.uint8 and slices.shape[1:] == (512, 512), slices.shape
-    return np.ascontiguousarray(slices)
+    stacks = context_stacks(slices)
+    assert stacks.shape[1] == contract.NETWORK_CHANNELS, stacks.shape
+    return stacks
 
 
 def server_thread_settings(repo: Path) -> dict[str, dict[str, Any]]:
@@ -132,7 +138,7 @@ def ort_sessions(onnx_dir: Path, settings: dict[str, dict[str, Any]]) -> dict[st
 
 
 def batches(slices: np.ndarray, batch: int, count: int) -> list[np.ndarray]:
-    """``count`` request payloads of ``batch`` slices, cycling through the volume."""
+    """``count`` request payloads of ``batch`` stacks, cycling through the volume."""
     n = slices.shape[0]
     out = []
     for i in range(count):
@@ -239,7 +245,7 @@ def run_triton(url: str, payloads: list[np.ndarray], concurrency: int) -> dict[s
             try:
                 res = client.infer("aspects", [inp], outputs=outputs, client_timeout=600)
                 labels = res.as_numpy("LABELS")
-                assert labels is not None and labels.shape == x.shape
+                assert labels is not None and labels.shape == (x.shape[0], *x.shape[2:])
             except Exception as exc:  # reported, not hidden
                 with lock:
                     errors.append(str(exc)[:300])
@@ -273,8 +279,8 @@ def run_triton(url: str, payloads: list[np.ndarray], concurrency: int) -> dict[s
 
 
 def torch_seed_loop(model: Any, slices: np.ndarray) -> tuple[float, np.ndarray]:
-    """The seed's per-slice loop: preprocess one slice, model(x), softmax in torch, then the
-    contract's threshold / argmax / per-class min-area (also in torch)."""
+    """The seed's per-slice loop: preprocess one slice (its 2.5D stack), model(x), softmax in
+    torch, then the contract's threshold / argmax / per-class min-area (also in torch)."""
     import torch
 
     from aspects_client import contract
@@ -471,7 +477,7 @@ GPU_COMMANDS = [
     "docker run --gpus all --rm --shm-size=1g -p8000:8000 -p8001:8001 -p8002:8002 "
     "-v $PWD/build/model_repository:/models nvcr.io/nvidia/tritonserver:24.10-py3 "
     "tritonserver --model-repository=/models",
-    "perf_analyzer -m aspects -i grpc -u localhost:8001 -b 4 --shape SLICES:512,512 "
+    "perf_analyzer -m aspects -i grpc -u localhost:8001 -b 4 --shape SLICES:3,512,512 "
     "--concurrency-range 1:4 --measurement-interval 20000   # slices/s = infer/s x 4",
 ]
 
@@ -900,7 +906,8 @@ def main(argv: list[str] | None = None) -> int:
                 "levels": list(levels),
                 "torch_slices": args.torch_slices,
                 "slices_source": f"make_phantom(seed={PHANTOM_SEED}) 512x512x20 float32 -> "
-                "load_volume + prepare -> uint8 [20,512,512], requests cycle through them",
+                "load_volume + prepare -> uint8 [20,512,512] -> 2.5D stacks [20,3,512,512], "
+                "requests cycle through them",
             },
             "export_times_s": export_times,
             "onnx_bytes": onnx_bytes,

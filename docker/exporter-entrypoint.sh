@@ -24,7 +24,7 @@ mkdir -p "$ONNX_DIR" "$ENGINE_DIR"
 if [ "$CKPT" = "untrained" ]; then
   stamp="untrained"
 elif [ "$CKPT" = "demo" ]; then
-  demo="${ASPECTS_DEMO_WEIGHTS:-/opt/aspects/models/demo/aspects-unet-effb3-phantoms.safetensors}"
+  demo="${ASPECTS_DEMO_WEIGHTS:-/opt/aspects/models/demo/aspects-unet-effb3-synth.safetensors}"
   [ -f "$demo" ] || { say "demo weights $demo are missing from the image"; exit 66; }
   stamp="demo-$(sha256sum "$demo" | cut -d' ' -f1)"
 else

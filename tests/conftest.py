@@ -13,7 +13,7 @@ import pytest
 @pytest.fixture(scope="session")
 def phantom_512():
     """The default phantom: 512x512x20 RAS, 5 mm slices, seed 3 (exact labels)."""
-    from aspects_export.phantom import make_phantom
+    from aspects_synth import make_phantom
 
     return make_phantom(seed=3)
 
@@ -21,7 +21,7 @@ def phantom_512():
 @pytest.fixture(scope="session")
 def phantom_small():
     """A small non-square phantom (160x192x9) for quick tests."""
-    from aspects_export.phantom import make_phantom
+    from aspects_synth import make_phantom
 
     return make_phantom(seed=11, in_plane=(160, 192), n_slices=9)
 

@@ -18,11 +18,13 @@ Two ways to point it at a server:
 
 Workload, per model and batch size (``-b``):
 
-* ``aspects`` and ``preprocess``: SLICES UINT8 [512, 512] per batch element: the 20 real
-  slices of ``make_phantom(seed=3)`` windowed and oriented by the client
-  (``load_volume`` + ``prepare``), given to perf_analyzer as an ``--input-data`` JSON file;
-  a batch of b takes b consecutive slices (perf_analyzer's step + i rule).
-* ``unet``: IMAGE FP32 [3, 512, 512]; ``postprocess``: LOGITS FP32 [11, 512, 512] + SLICES.
+* ``aspects`` and ``preprocess``: SLICES UINT8 [3, 512, 512] per batch element: the 2.5D
+  stacks (``context_stacks``: slice below, slice, slice above) of the 20 real slices of
+  ``make_phantom(seed=3)`` windowed and oriented by the client (``load_volume`` +
+  ``prepare``), given to perf_analyzer as an ``--input-data`` JSON file; a batch of b takes b
+  consecutive stacks (perf_analyzer's step + i rule).
+* ``unet``: IMAGE FP32 [3, 256, 256]; ``postprocess``: LOGITS FP32 [11, 256, 256] + SLICES
+  (the network size is ``contract.NETWORK_SIZE``).
   By default (``--step-data server``) they are produced by the server's own ``preprocess``
   and ``unet`` from the first phantom slices, so they are the tensors the ensemble really
   passes between its steps (with the untrained unet the logits are realistic in shape and
@@ -81,8 +83,10 @@ DEFAULT_RESULTS = HERE.parent / "results"
 DEFAULT_SERVER_VENV = REPO_ROOT / ".venv-server"
 MODELS = ("aspects", "preprocess", "unet", "postprocess")
 PHANTOM_SEED = 3
-SLICE_HW = (512, 512)
-STEP_DATA_SLICES = 8  # entries in the unet / postprocess input files (92 MB of logits)
+SLICE_HW = (512, 512)  # native in-plane size of the phantom slices
+CHANNELS = 3  # contract.NETWORK_CHANNELS (2.5D stacks); checked against the contract below
+NETWORK_HW = (256, 256)  # contract.NETWORK_SIZE; checked against the contract below
+STEP_DATA_SLICES = 8  # entries in the unet / postprocess input files (23 MB of logits)
 DEFAULT_LOCK = "/tmp/aspects-bench.lock"
 # the other measurement scripts of benchmarks/ (they take the same lock once running)
 DEFAULT_WAIT_FOR = (
@@ -171,15 +175,20 @@ def perf_analyzer_version(binary: Path, env: dict[str, str]) -> str:
 
 # --------------------------------------------------------------------------- data
 def phantom_slices() -> np.ndarray:
+    """The 2.5D stacks UINT8 [20, 3, 512, 512] of the phantom's slices, as the client sends."""
+    from aspects_client import contract
+    from aspects_client.preprocessing import context_stacks
     from aspects_client.slicing import prepare
     from aspects_client.volume_io import load_volume
-    from aspects_export.phantom import make_phantom
+    from aspects_synth import make_phantom
 
+    if (contract.NETWORK_CHANNELS, contract.NETWORK_SIZE) != (CHANNELS, NETWORK_HW):
+        raise SystemExit("error: CHANNELS / NETWORK_HW here disagree with contract.py")
     ph = make_phantom(seed=PHANTOM_SEED)
     slices = prepare(load_volume(ph.image, name=f"phantom seed {PHANTOM_SEED}")).slices
     if slices.dtype != np.uint8 or slices.shape[1:] != SLICE_HW:
         raise SystemExit(f"error: unexpected phantom slices {slices.dtype} {slices.shape}")
-    return np.ascontiguousarray(slices)
+    return context_stacks(slices)
 
 
 def _entry(name: str, array: np.ndarray) -> dict[str, Any]:
@@ -222,7 +231,7 @@ def build_inputs(
     source (arrays [N, ...]) for the latency probe."""
     plan: dict[str, dict[str, Any]] = {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    shape_opt = [f"--shape=SLICES:{SLICE_HW[0]},{SLICE_HW[1]}"]
+    shape_opt = [f"--shape=SLICES:{CHANNELS},{SLICE_HW[0]},{SLICE_HW[1]}"]
     slices_json = None
     if {"aspects", "preprocess"} & set(models) or step_data == "server":
         slices_json = write_input_data(
@@ -230,7 +239,7 @@ def build_inputs(
         )
     phantom_note = (
         f"{len(slices)} real phantom slices (make_phantom(seed={PHANTOM_SEED}) -> "
-        "load_volume + prepare), UINT8 512x512"
+        f"load_volume + prepare) as 2.5D stacks, UINT8 {CHANNELS}x{SLICE_HW[0]}x{SLICE_HW[1]}"
     )
     for model in ("aspects", "preprocess"):
         plan[model] = {"args": [f"--input-data={slices_json}", *shape_opt], "data": phantom_note}
@@ -253,11 +262,11 @@ def build_inputs(
         src = f"{n} phantom slices through the server's own preprocess"
         plan["unet"] = {
             "args": [f"--input-data={unet_json}"],
-            "data": f"IMAGE FP32 3x512x512 from {src}",
+            "data": f"IMAGE FP32 {CHANNELS}x{NETWORK_HW[0]}x{NETWORK_HW[1]} from {src}",
         }
         plan["postprocess"] = {
             "args": [f"--input-data={post_json}"],
-            "data": f"LOGITS FP32 11x512x512 from {src} and unet "
+            "data": f"LOGITS FP32 11x{NETWORK_HW[0]}x{NETWORK_HW[1]} from {src} and unet "
             "(untrained unet: realistic in shape and dtype only) "
             "+ the matching SLICES",
         }
@@ -267,15 +276,17 @@ def build_inputs(
         rng = np.random.default_rng(0)
         plan["unet"] = {
             "args": ["--input-data=random"],
-            "data": "perf_analyzer random data, IMAGE FP32 3x512x512",
+            "data": f"perf_analyzer random data, IMAGE FP32 {CHANNELS}x"
+            f"{NETWORK_HW[0]}x{NETWORK_HW[1]}",
         }
         plan["postprocess"] = {
             "args": ["--input-data=random", *shape_opt],
-            "data": "perf_analyzer random data, LOGITS FP32 11x512x512 + SLICES UINT8 512x512",
+            "data": f"perf_analyzer random data, LOGITS FP32 11x{NETWORK_HW[0]}x{NETWORK_HW[1]}"
+            f" + SLICES UINT8 {CHANNELS}x{SLICE_HW[0]}x{SLICE_HW[1]}",
         }
-        arrays["unet"] = {"IMAGE": rng.random((1, 3, *SLICE_HW), dtype=np.float32)}
+        arrays["unet"] = {"IMAGE": rng.random((1, CHANNELS, *NETWORK_HW), dtype=np.float32)}
         arrays["postprocess"] = {
-            "LOGITS": rng.standard_normal((1, 11, *SLICE_HW), dtype=np.float32),
+            "LOGITS": rng.standard_normal((1, 11, *NETWORK_HW), dtype=np.float32),
             "SLICES": slices[:1],
         }
     return plan, arrays

@@ -1,4 +1,5 @@
-"""Display labels -> everything a caller gets back: contours JSON, label map, overlay."""
+"""Display labels -> everything a caller gets back: contours JSON (with its QC), label map,
+overlay."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from .document import build_document
 from .hemisphere import MidsagittalPlane, estimate_plane, hemisphere_map
 from .labelmap import label_map_image
 from .overlay import render_overlay
+from .qc import quality_control
 from .slicing import PreparedVolume
 from .volume_io import Volume
 
 
 @dataclass
 class Assembled:
-    """document: contours JSON (dict); label_image: uint8 NIfTI in the source grid;
-    hemispheres: uint8 [N, H, W] display-stack codes; overlay_png: PNG bytes or None."""
+    """document: contours JSON (dict, with its ``qc``); label_image: uint8 NIfTI in the
+    source grid; hemispheres: uint8 [N, H, W] display-stack codes; overlay_png: PNG bytes or
+    None."""
 
     document: dict[str, Any]
     label_image: nib.Nifti1Image
@@ -40,7 +43,10 @@ def assemble(
     overlay: bool = True,
     overlay_note: str = "",
 ) -> Assembled:
-    """labels: uint8 [N, H, W] class indices on ``prepared.slices``' display grid."""
+    """labels: uint8 [N, H, W] class indices on ``prepared.slices``' display grid.
+
+    Every document gets its quality-control object (``document["qc"]``, ``aspects_client.qc``)
+    computed from these labels and the windowed slices they were predicted on."""
     if labels.shape != prepared.slices.shape:
         raise ValueError(f"labels {labels.shape} != slices {prepared.slices.shape}")
     geometry = prepared.geometry
@@ -55,10 +61,18 @@ def assemble(
         provenance=provenance,
         confidence=confidence,
     )
+    document["qc"] = quality_control(
+        document, labels, prepared.slices, pixel_spacing_mm=geometry.display_pixel_spacing_mm
+    )
     png = None
     if overlay:
         png = render_overlay(
-            prepared.slices, contours, geometry, title=volume.source, note=overlay_note
+            prepared.slices,
+            contours,
+            geometry,
+            title=volume.source,
+            note=overlay_note,
+            qc=document["qc"],
         )
     return Assembled(
         document=document,

@@ -90,6 +90,14 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def warn_qc(source: str, qc: dict) -> None:
+    """One stderr line per result whose quality control failed (the exit code stays 0:
+    the outputs are written; the line says what to review)."""
+    if not qc.get("passed", True):
+        flags = "; ".join(qc.get("flags", []))
+        print(f"{PROG}: warning: {source}: QC failed, review: {one_line(flags)}", file=sys.stderr)
+
+
 def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write bytes next to the target then rename, so a failure leaves no partial file."""
     path = Path(path)
@@ -167,6 +175,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 write_atomic(labels_path, result.label_map_bytes())
             if args.overlay and result.overlay_png:
                 write_atomic(overlay_path, result.overlay_png)
+            warn_qc(result.source, result.qc)
             return time.perf_counter() - t
 
         with ThreadPoolExecutor(max_workers=min(args.concurrency, total)) as pool:
@@ -245,6 +254,7 @@ def _cmd_contours(args: argparse.Namespace) -> int:
         write_atomic(args.label_map, label_map_bytes(result.label_image))
     if args.overlay and result.overlay_png:
         write_atomic(args.overlay, result.overlay_png)
+    warn_qc(volume.source, result.document["qc"])
     print(f"wrote {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
 

@@ -6,6 +6,7 @@
         result.label_image       # uint8 NIfTI in the source grid
         result.overlay_png       # PNG bytes for a person
         result.regions["m1"]["r"].volume_ml, .confidence
+        result.qc                # quality control: {"passed", "flags", "checks"}
         result.provenance        # model, version, thresholds, timings per stage
 
 One client serves many volumes at once from a thread pool: the gRPC channel and the
@@ -55,6 +56,13 @@ class SegmentationResult:
     regions: dict[str, dict[str, RegionStats]]
     provenance: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def qc(self) -> dict[str, Any]:
+        """Quality control (``document["qc"]``): ``passed``, human-readable ``flags`` and
+        per-check ``checks`` (asymmetry, level_consistency, outside_head); see
+        ``aspects_client.qc``.  Review a result whose ``qc["passed"]`` is False."""
+        return self.document["qc"]
 
     def contours_json(self) -> str:
         return dumps(self.document)
@@ -149,6 +157,7 @@ class AspectsClient:
                 prepared.geometry,
                 title=f"{volume.source}  ({info.name} v{info.version})",
                 note=f"unet: {checkpoint}" if checkpoint else "",
+                qc=result.document["qc"],
             )
             timings["overlay"] = time.perf_counter() - t
         provenance["timings_s"] = {k: round(v, 4) for k, v in timings.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: the "qc" object (quality-control checks)
 
 # --- classes, in model output order -------------------------------------------------
 
@@ -69,25 +69,29 @@ WINDOW_PERCENTILES: tuple[float, float] = (0.5, 99.5)  # of non-zero voxels -> 0
 # (linear) percentile method; a volume without non-zero voxels windows to all zeros;
 # when hi == lo, non-zero voxels >= hi become 255 and the rest 0.
 
-# --- network input ----------------------------------------------------------------------
+# --- network input ---------------------------------------------------------------------
 
-NETWORK_SIZE: tuple[int, int] = (512, 512)  # (H, W)
-NETWORK_CHANNELS = 3
+# 2.5D: each network input holds three neighbouring canonical slices, one per channel:
+# (slice k-1, slice k, slice k+1) along the canonical S axis (inferior first).  At the first
+# and last slice the missing neighbour is the slice itself (edge replicate).  The labels
+# are those of slice k.  The client builds these stacks (it has the whole volume); the
+# server sees independent UINT8 [3, H, W] items, so batches may mix volumes freely.
+CONTEXT_OFFSETS: tuple[int, int, int] = (-1, 0, 1)  # channel c holds slice k + offset
+NETWORK_SIZE: tuple[int, int] = (256, 256)  # (H, W); chosen by measurement (issue 11)
+NETWORK_CHANNELS = len(CONTEXT_OFFSETS)
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PIXEL_SCALE = 255.0  # uint8 -> [0, 1]
-# Order of operations: uint8 [H, W] -> float32 -> resize to NETWORK_SIZE -> /PIXEL_SCALE
-# -> (x - mean) / std, the same value in all 3 channels.
+# Order of operations: uint8 [3, H, W] -> float32 -> resize to NETWORK_SIZE -> /PIXEL_SCALE
+# -> (x - mean[c]) / std[c] for channel c.
 # Image resize: bilinear, half-pixel centres, no antialias
 #   (= cv2.INTER_LINEAR on float32 = ONNX Resize linear/half_pixel = torch bilinear,
 #    align_corners=False, antialias=False).
-IMAGE_RESIZE = "bilinear-half-pixel"
 # Label resize back to the native H x W: nearest with half-pixel centres,
 #   src = floor((dst + 0.5) * in / out), computed in integers
 #   (= torch "nearest-exact" = ONNX Resize nearest/half_pixel/round_prefer_ceil; NOT
 #    cv2.INTER_NEAREST_EXACT, whose fixed-point maths is off by one on some rows when
 #    shrinking; see aspects_client.preprocessing.nearest_indices).
-LABEL_RESIZE = "nearest-half-pixel"
 
 ENCODER_NAME = "efficientnet-b3"
 ARCHITECTURE = "Unet"  # segmentation-models-pytorch
@@ -95,7 +99,29 @@ ARCHITECTURE = "Unet"  # segmentation-models-pytorch
 # --- postprocessing ---------------------------------------------------------------------
 
 THRESHOLD_PROB = 0.5  # a pixel keeps its argmax class only if its probability >= this
-MIN_AREA_PIXELS = 64  # at 512x512; smaller per-slice class areas become background
+MIN_AREA_PIXELS = 16  # at NETWORK_SIZE (256x256: 16 px = 64 px at 512); smaller per-slice
+# class areas become background
+
+# --- quality control (client side, on every result; aspects_client.qc) -----------------
+
+# 1. Left/right asymmetry of each region's volume (document "summary"), patient hemispheres:
+#    asymmetry = |V_r - V_l| / max(V_r, V_l), 0 when both are 0.
+QC_ASYMMETRY_MAX = 0.15  # a region is flagged above this (the project's goal bound)
+QC_ASYMMETRY_MIN_VOLUME_ML = 0.5  # ... only when its larger side holds at least this (mL);
+# a region present on one side only (other side 0 voxels) is flagged under the same minimum.
+# 2. Level consistency: ASPECTS reads the ganglionic and the supraganglionic regions on
+#    different axial levels, so one slice side should not hold substantial pixels of both.
+QC_GANGLIONIC_KEYS: tuple[str, ...] = ("m1", "m2", "m3", "i", "l", "c", "ic")
+QC_SUPRAGANGLIONIC_KEYS: tuple[str, ...] = ("m4", "m5", "m6")
+QC_LEVEL_MIN_FRACTION = 0.01  # each level's pixels >= this share of the side's labelled
+QC_LEVEL_MIN_PIXELS = 20  # ... pixels in that slice, and >= this many pixels, to count
+# 3. Labels outside the head.  Head mask per windowed uint8 slice: Gaussian blur, pixels
+#    >= QC_HEAD_LEVEL, the largest 8-connected component, holes filled, dilated by the margin.
+QC_HEAD_LEVEL = 16  # of 0..255 (the contract window): above background noise, below tissue
+QC_HEAD_BLUR_PX = 5  # Gaussian kernel size (odd, pixels) against background noise
+QC_HEAD_MARGIN_MM = 2.0  # labels this close to the head's edge still count as inside
+QC_OUTSIDE_HEAD_MAX_FRACTION = 0.01  # flagged when more labelled pixels lie outside
+# (overall; slices above the same fraction are listed for review)
 
 # --- Triton: model and tensor names ----------------------------------------------------
 
@@ -106,9 +132,9 @@ UNET_MODEL = "unet"
 POSTPROCESS_MODEL = "postprocess"
 STEP_MODELS: tuple[str, ...] = (PREPROCESS_MODEL, UNET_MODEL, POSTPROCESS_MODEL)
 
-INPUT_SLICES = "SLICES"  # UINT8 [N, H, W]
-TENSOR_IMAGE = "IMAGE"  # FP32 [N, 3, 512, 512]
-TENSOR_LOGITS = "LOGITS"  # FP32 [N, 11, 512, 512]
+INPUT_SLICES = "SLICES"  # UINT8 [N, 3, H, W]: 2.5D stacks (CONTEXT_OFFSETS)
+TENSOR_IMAGE = "IMAGE"  # FP32 [N, 3, 256, 256]
+TENSOR_LOGITS = "LOGITS"  # FP32 [N, 11, 256, 256]
 OUTPUT_LABELS = "LABELS"  # UINT8 [N, H, W]
 OUTPUT_CONFIDENCE = "CONFIDENCE"  # FP32 [N, 11]
 
@@ -130,14 +156,14 @@ _H, _W = NETWORK_SIZE
 # model name -> (inputs, outputs); dims exclude the batch dimension; -1 = variable.
 MODEL_IO: dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]] = {
     ENSEMBLE_MODEL: (
-        _specs((INPUT_SLICES, "TYPE_UINT8", (-1, -1))),
+        _specs((INPUT_SLICES, "TYPE_UINT8", (NETWORK_CHANNELS, -1, -1))),
         _specs(
             (OUTPUT_LABELS, "TYPE_UINT8", (-1, -1)),
             (OUTPUT_CONFIDENCE, "TYPE_FP32", (NUM_CLASSES,)),
         ),
     ),
     PREPROCESS_MODEL: (
-        _specs((INPUT_SLICES, "TYPE_UINT8", (-1, -1))),
+        _specs((INPUT_SLICES, "TYPE_UINT8", (NETWORK_CHANNELS, -1, -1))),
         _specs((TENSOR_IMAGE, "TYPE_FP32", (NETWORK_CHANNELS, _H, _W))),
     ),
     UNET_MODEL: (
@@ -147,7 +173,7 @@ MODEL_IO: dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]] = {
     POSTPROCESS_MODEL: (
         _specs(
             (TENSOR_LOGITS, "TYPE_FP32", (NUM_CLASSES, _H, _W)),
-            (INPUT_SLICES, "TYPE_UINT8", (-1, -1)),
+            (INPUT_SLICES, "TYPE_UINT8", (NETWORK_CHANNELS, -1, -1)),
         ),
         _specs(
             (OUTPUT_LABELS, "TYPE_UINT8", (-1, -1)),

@@ -4,7 +4,11 @@ Schema: ``schema/contours.schema.json`` (``SCHEMA_PATH``).  Layout::
 
     {schema_version, source{...}, conventions{...}, midsagittal_plane{...},
      regions[...], slices[{slice_index, display_index, regions{m1{r[...], l[...]}, ...},
-     areas{...}}], summary{m1{r{voxels, area_mm2, volume_ml}, l{...}}, ...}, provenance{...}}
+     areas{...}}], summary{m1{r{voxels, area_mm2, volume_ml}, l{...}}, ...}, provenance{...},
+     qc{passed, flags[...], checks{asymmetry, level_consistency, outside_head}}}
+
+``build_document`` writes everything but ``qc``, which needs the image: ``assemble`` adds it
+(``aspects_client.qc.quality_control``).
 """
 
 from __future__ import annotations

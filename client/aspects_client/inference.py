@@ -1,10 +1,13 @@
 """Batched, concurrent gRPC inference against the Triton ensemble (tritonclient).
 
-A volume's slices [N, H, W] are split into requests of at most the model's max batch
-size, sent concurrently (``async_infer``) so the server's dynamic batcher can fill
-batches across volumes, and put back in order.  Either every slice comes back or the
-call raises: never a partial result.  UNAVAILABLE / overload answers are retried a
-bounded number of times with exponential backoff; every request has a deadline.
+A volume's display slices [N, H, W] become 2.5D stacks [N, 3, H, W] (``context_stacks``:
+channel c of item k is slice k + contract.CONTEXT_OFFSETS[c], edge-replicated; built here,
+before any split, because only the client has the whole volume).  The stacks are split into
+requests of at most the model's max batch size, sent concurrently (``async_infer``) so the
+server's dynamic batcher can fill batches across volumes, and put back in order.  Either
+every slice comes back or the call raises: never a partial result.  UNAVAILABLE / overload
+answers are retried a bounded number of times with exponential backoff; every request has a
+deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .errors import (
     ModelNotReadyError,
     ServerUnavailableError,
 )
+from .preprocessing import context_stacks
 
 _RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "Exceeds maximum queue size")
 _TRITON_DTYPES = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32"}
@@ -151,17 +155,35 @@ class TritonSegmenter:
         return steps
 
     def infer(self, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [N, H, W] -> (labels uint8 [N, H, W], confidence float32 [N, 11])."""
+        """One volume's display slices uint8 [N, H, W], in slice order -> (labels uint8
+        [N, H, W], confidence float32 [N, 11]).  Sends their 2.5D stacks (``infer_stacks``)."""
+        slices = np.asarray(slices)
         if slices.dtype != np.uint8 or slices.ndim != 3:
             raise InferenceError(
                 f"slices must be uint8 [N, H, W], got {slices.dtype} {slices.shape}"
             )
-        n = len(slices)
-        if n == 0:
+        if len(slices) == 0:
             return np.empty(slices.shape, np.uint8), np.empty((0, contract.NUM_CLASSES), np.float32)
+        if min(slices.shape[1:]) < 1:
+            raise InferenceError(f"slices must have H, W >= 1, got {slices.shape}")
+        return self.infer_stacks(context_stacks(slices))
+
+    def infer_stacks(self, stacks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ready-made 2.5D stacks uint8 [N, 3, H, W] (independent items) -> (labels uint8
+        [N, H, W] of each item's middle slice, confidence float32 [N, 11]), in item order."""
+        stacks = np.asarray(stacks)
+        channels = contract.NETWORK_CHANNELS
+        if stacks.dtype != np.uint8 or stacks.ndim != 4 or stacks.shape[1] != channels:
+            raise InferenceError(
+                f"stacks must be uint8 [N, {channels}, H, W], got {stacks.dtype} {stacks.shape}"
+            )
+        n = len(stacks)
+        out_shape = (n, *stacks.shape[2:])
+        if n == 0:
+            return np.empty(out_shape, np.uint8), np.empty((0, contract.NUM_CLASSES), np.float32)
         step = min(self.info.max_batch_size, contract.MAX_BATCH_SIZE)
         chunks = [(i, min(i + step, n)) for i in range(0, n, step)]
-        labels = np.empty(slices.shape, np.uint8)
+        labels = np.empty(out_shape, np.uint8)
         confidence = np.empty((n, contract.NUM_CLASSES), np.float32)
         gate = threading.Semaphore(self.settings.max_in_flight)
         done = threading.Event()
@@ -180,7 +202,7 @@ class TritonSegmenter:
         def send(lo: int, hi: int, attempt: int) -> None:
             from tritonclient.grpc import InferInput, InferRequestedOutput
 
-            batch = np.ascontiguousarray(slices[lo:hi])
+            batch = np.ascontiguousarray(stacks[lo:hi])
             inp = InferInput(contract.INPUT_SLICES, list(batch.shape), "UINT8")
             inp.set_data_from_numpy(batch)
             outs = [
@@ -204,10 +226,11 @@ class TritonSegmenter:
                 try:
                     lab = result.as_numpy(contract.OUTPUT_LABELS)
                     conf = result.as_numpy(contract.OUTPUT_CONFIDENCE)
-                    if lab is None or lab.shape != batch.shape or conf is None:
+                    want = (hi - lo, *batch.shape[2:])
+                    if lab is None or lab.shape != want or conf is None:
                         raise InferenceError(
                             f"slices {lo}..{hi - 1}: the server returned "
-                            f"{None if lab is None else lab.shape}, expected {batch.shape}"
+                            f"{None if lab is None else lab.shape}, expected {want}"
                         )
                     labels[lo:hi] = lab
                     confidence[lo:hi] = conf

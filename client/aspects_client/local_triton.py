@@ -38,8 +38,8 @@ from aspects_client.errors import LocalServerError
 ENV_SERVER_VENV = "ASPECTS_SERVER_VENV"
 DEFAULT_SERVER_VENV_NAME = ".venv-server"
 # One Python-backend shared-memory region per model instance; it must hold a whole batch
-# of inputs + outputs: 16 x 11 x 512 x 512 FP32 logits are 176 MiB.  /dev/shm is tmpfs, so
-# untouched pages cost nothing.
+# of inputs + outputs: 16 x 11 x 256 x 256 FP32 logits are 44 MiB, 16 UINT8 3 x 1024 x 1024
+# stacks 48 MiB (it grows when needed).  /dev/shm is tmpfs, so untouched pages cost nothing.
 SHM_DEFAULT_BYTES = 256 * 1024 * 1024
 SHM_GROWTH_BYTES = 64 * 1024 * 1024
 SHM_DIR = "/dev/shm"

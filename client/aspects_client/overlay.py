@@ -1,12 +1,15 @@
 """Overlay PNG for a person: chosen slices, coloured region contours, R/L marks.
 
 Slices are shown in radiological convention (patient right on the image's left), with
-square pixels, and labelled with the original file's slice index.
+square pixels, and labelled with the original file's slice index.  When the document's QC
+(``aspects_client.qc``) failed, a red banner under the title lists its flags and the
+slices it names are shown first, framed in red with a "QC" tag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,18 +17,29 @@ import numpy as np
 from . import contract
 from .contours import SliceContours
 from .geometry import Geometry
+from .qc import flagged_slices
 
 TILE_PX = 384
 MAX_TILES = 6
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE, _BLACK, _YELLOW = (255, 255, 255), (0, 0, 0), (0, 215, 255)
+_QC_RED, _QC_BANNER, _GREEN = (40, 40, 235), (20, 20, 120), (90, 200, 90)  # BGR
+MAX_QC_LINES = 6  # banner lines for flags (wrapped); flags beyond them are counted
 
 
-def choose_slices(contours: Sequence[SliceContours], max_tiles: int = MAX_TILES) -> list[int]:
-    """The display indices with the most labelled pixels (ascending), at most max_tiles."""
+def choose_slices(
+    contours: Sequence[SliceContours],
+    max_tiles: int = MAX_TILES,
+    priority: Sequence[int] = (),
+) -> list[int]:
+    """Display indices to show (ascending), at most max_tiles: the ``priority`` ones first
+    (QC-flagged slices, at most half the tiles), then those with the most labelled pixels."""
     labelled = [(sum(sc.pixels.values()), sc.index) for sc in contours]
-    best = sorted(labelled, key=lambda t: (-t[0], t[1]))[:max_tiles]
-    chosen = sorted(i for count, i in best if count > 0)
+    known = {i for _, i in labelled}
+    chosen = [i for i in dict.fromkeys(priority) if i in known][: max(1, max_tiles // 2)]
+    rest = sorted(labelled, key=lambda t: (-t[0], t[1]))
+    chosen += [i for count, i in rest if count > 0 and i not in chosen]
+    chosen = sorted(chosen[:max_tiles])
     if not chosen and contours:
         chosen = [contours[len(contours) // 2].index]
     return chosen
@@ -39,11 +53,23 @@ def render_overlay(
     title: str = "",
     note: str = "",
     indices: Sequence[int] | None = None,
+    qc: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """slices: uint8 [N, H, W] display stack -> PNG bytes of a tiled overlay."""
-    chosen = list(indices) if indices is not None else choose_slices(contours)
+    """slices: uint8 [N, H, W] display stack -> PNG bytes of a tiled overlay.
+
+    qc: the document's ``qc`` object; when it failed, the header carries a banner with its
+    flags and the slices it names are shown (first) with a red frame and a "QC" tag.
+    """
+    flagged = flagged_slices(qc)
+    chosen = (
+        list(indices) if indices is not None else choose_slices(contours, priority=sorted(flagged))
+    )
     by_index = {sc.index: sc for sc in contours}
-    tiles = [_tile(slices[n], by_index.get(n), geometry, n) for n in chosen if 0 <= n < len(slices)]
+    tiles = [
+        _tile(slices[n], by_index.get(n), geometry, n, flagged.get(n))
+        for n in chosen
+        if 0 <= n < len(slices)
+    ]
     if not tiles:
         tiles = [np.zeros((TILE_PX, TILE_PX, 3), np.uint8)]
     cols = min(3, len(tiles))
@@ -55,14 +81,20 @@ def render_overlay(
         r, c = divmod(i, cols)
         grid[r * th : r * th + t.shape[0], c * tw : c * tw + t.shape[1]] = t
     canvas = np.hstack([grid, _legend(grid.shape[0])])
-    canvas = np.vstack([_header(canvas.shape[1], title, note), canvas])
+    canvas = np.vstack([_header(canvas.shape[1], title, note, qc), canvas])
     ok, png = cv2.imencode(".png", canvas)
     if not ok:
         raise RuntimeError("OpenCV could not encode the overlay PNG")
     return png.tobytes()
 
 
-def _tile(image: np.ndarray, sc: SliceContours | None, geometry: Geometry, n: int) -> np.ndarray:
+def _tile(
+    image: np.ndarray,
+    sc: SliceContours | None,
+    geometry: Geometry,
+    n: int,
+    qc_tags: Sequence[str] | None = None,
+) -> np.ndarray:
     h, w = image.shape
     row_mm, col_mm = geometry.display_pixel_spacing_mm
     height_mm, width_mm = h * row_mm, w * col_mm
@@ -90,6 +122,13 @@ def _tile(image: np.ndarray, sc: SliceContours | None, geometry: Geometry, n: in
     pad = np.zeros((TILE_PX, TILE_PX, 3), np.uint8)
     pad[: min(out_h, TILE_PX), : min(out_w, TILE_PX)] = tile[:TILE_PX, :TILE_PX]
     cv2.rectangle(pad, (0, 0), (TILE_PX - 1, TILE_PX - 1), (60, 60, 60), 1)
+    if qc_tags:
+        cv2.rectangle(pad, (2, 2), (TILE_PX - 3, TILE_PX - 3), _QC_RED, 5)
+        tag = "QC: " + ", ".join(qc_tags)
+        (tw, th), _ = cv2.getTextSize(tag, _FONT, 0.55, 1)
+        x0 = TILE_PX - tw - 18
+        cv2.rectangle(pad, (x0 - 6, 6), (TILE_PX - 7, 14 + th + 6), _QC_RED, -1)
+        _text(pad, tag, (x0, 14 + th), 0.55)
     return pad
 
 
@@ -110,12 +149,69 @@ def _legend(height: int) -> np.ndarray:
     return panel
 
 
-def _header(width: int, title: str, note: str) -> np.ndarray:
+def _header(width: int, title: str, note: str, qc: Mapping[str, Any] | None = None) -> np.ndarray:
     bar = np.full((56 if note else 32, width, 3), 40, np.uint8)
-    _text(bar, title[:110], (10, 22), 0.55)
+    status = ""
+    if qc:
+        status = "QC passed" if qc.get("passed") else "QC FAILED"
+        (sw, _), _ = cv2.getTextSize(status, _FONT, 0.6, 2)
+        colour = _GREEN if qc.get("passed") else _QC_RED
+        cv2.putText(bar, status, (width - sw - 12, 22), _FONT, 0.6, colour, 2, cv2.LINE_AA)
+    _text(bar, _fit(title, width - 40 - (160 if status else 0), 0.55), (10, 22), 0.55)
     if note:
-        _text(bar, note[:120], (10, 46), 0.5, (80, 80, 255))
-    return bar
+        _text(bar, _fit(note, width - 20, 0.5), (10, 46), 0.5, (80, 80, 255))
+    if not qc or qc.get("passed"):
+        return bar
+    return np.vstack([bar, _qc_banner(width, list(qc.get("flags", [])))])
+
+
+def _qc_banner(width: int, flags: list[str]) -> np.ndarray:
+    """Dark red band: 'QC FAILED ...', then the flags, word-wrapped to the width; at most
+    MAX_QC_LINES flag lines (the rest are counted)."""
+    title = "QC FAILED - review before use (details: qc in the contours JSON):"
+    lines: list[tuple[str, int, float, tuple[int, int, int]]] = [(title, 14, 0.55, _YELLOW)]
+    flag_lines: list[tuple[str, int, float, tuple[int, int, int]]] = []
+    shown = 0
+    for flag in flags:
+        wrapped = _wrap(flag, width - 60, 0.5)
+        if len(flag_lines) + len(wrapped) > MAX_QC_LINES:
+            break
+        flag_lines += [
+            (("- " if j == 0 else "  ") + part, 24, 0.5, _WHITE) for j, part in enumerate(wrapped)
+        ]
+        shown += 1
+    lines += flag_lines
+    if shown < len(flags):
+        lines.append((f"+ {len(flags) - shown} more flag(s) in the JSON", 24, 0.5, _WHITE))
+    band = np.full((12 + 24 * len(lines), width, 3), _QC_BANNER, np.uint8)
+    for i, (text, x, scale, colour) in enumerate(lines):
+        _text(band, _fit(text, width - x - 8, scale), (x, 26 + 24 * i), scale, colour)
+    return band
+
+
+def _wrap(text: str, width_px: int, scale: float) -> list[str]:
+    """Greedy word wrap of text into lines of at most width_px at this font scale."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and cv2.getTextSize(candidate, _FONT, scale, 1)[0][0] > width_px:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    if current:
+        lines.append(current)
+    return lines
+
+
+def _fit(text: str, width_px: int, scale: float) -> str:
+    """text, cut with '...' so that it fits width_px at this font scale."""
+    if cv2.getTextSize(text, _FONT, scale, 1)[0][0] <= width_px:
+        return text
+    while text and cv2.getTextSize(text + "...", _FONT, scale, 1)[0][0] > width_px:
+        text = text[:-1]
+    return text + "..."
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=_WHITE) -> None:

@@ -6,30 +6,34 @@ two.  NumPy and OpenCV only (no torch), so the client and training code can impo
 
 Exact semantics (DESIGN §3, contract.py):
 
-``network_input`` — UINT8 slice ``[H, W]`` → float32 → bilinear resize to 512×512 with
-half-pixel centres, no antialias (``cv2.INTER_LINEAR`` on float32, contract
-``IMAGE_RESIZE``) → ``/ 255`` → ``(x - mean) / std`` per channel (float32 arithmetic, same
-value replicated to the 3 channels before normalisation).
+``context_stacks`` — a volume's display slices ``[N, H, W]`` → 2.5D stacks ``[N, 3, H, W]``:
+channel ``c`` of stack ``k`` is slice ``k + contract.CONTEXT_OFFSETS[c]`` (slice below, the
+slice, slice above), clamped at the first and last slice (edge replicate).  Done by the client.
 
-``postprocess`` — per pixel of the 512×512 logits:
+``network_input`` — UINT8 stacks ``[N, 3, H, W]`` → float32 → bilinear resize of every channel
+to ``contract.NETWORK_SIZE`` with half-pixel centres, no antialias (``cv2.INTER_LINEAR`` on
+float32) → ``/ 255`` → ``(x - mean[c]) / std[c]`` per channel (float32 arithmetic).
+
+``postprocess`` — per pixel of the network-size logits:
 
 1. ``p = softmax(logits)`` over the 11 classes (float32, max-subtracted);
 2. ``label = argmax_c logits`` (first index on ties) if ``max_c p >= threshold_prob`` else 0;
 3. per slice and class ``c >= 1``: if fewer than ``min_area`` pixels carry label ``c`` (counted
-   at 512×512 after step 2) they all become 0.  Background is never "dropped" (the seed
-   counted background pixels too, so its check never fired; that bug is not copied);
-4. ``CONFIDENCE[c]`` = mean of ``p_c`` over the pixels finally labelled ``c`` at 512×512, 0
+   at network size, ``contract.NETWORK_SIZE``, after step 2) they all become 0.  Background is
+   never "dropped" (the seed counted background pixels too, so its check never fired; that bug
+   is not copied);
+4. ``CONFIDENCE[c]`` = mean of ``p_c`` over the pixels finally labelled ``c`` at network size, 0
    when there are none.  For ``c >= 1`` those pixels have ``c`` as argmax, so this is the
    mean max-probability of the class's pixels.  For ``c = 0`` it is the mean *background*
    probability over all pixels finally labelled background — including pixels demoted by the
    threshold or the min-area rule — so a low ``CONFIDENCE[0]`` flags a slice where much of the
    "background" is really uncertain foreground;
 5. labels are resized to the native ``H × W`` with nearest neighbour, half-pixel centres
-   (contract ``LABEL_RESIZE``): ``src = floor((dst + 0.5) * 512 / out)``, computed here in
-   exact integer arithmetic.  Note: ``cv2.INTER_NEAREST_EXACT`` uses 16-bit fixed point and
-   rounds *down* at exact ties (e.g. 512→320 differs on 28 of 320 rows), whereas ONNX Resize
-   (nearest/half_pixel/round_prefer_ceil) and torch ``nearest-exact`` follow the formula; the
-   formula is the definition, so it is not used.
+   ``src = floor((dst + 0.5) * in / out)``, computed here in exact integer arithmetic.  Note:
+   ``cv2.INTER_NEAREST_EXACT`` uses 16-bit fixed point and rounds *down* at exact ties (e.g.
+   512→320 differs on 28 of 320 rows), whereas ONNX Resize (nearest/half_pixel/
+   round_prefer_ceil) and torch ``nearest-exact`` follow the formula; the formula is the
+   definition, so it is not used.
 """
 
 from __future__ import annotations
@@ -53,28 +57,57 @@ def _check_slices(slices: np.ndarray) -> np.ndarray:
     return slices
 
 
-def resize_image(slices: np.ndarray) -> np.ndarray:
-    """Bilinear (half-pixel) resize: uint8 ``[N, H, W]`` → float32 ``[N, 512, 512]``, 0–255."""
+def _check_stacks(stacks: np.ndarray) -> np.ndarray:
+    stacks = np.asarray(stacks)
+    if stacks.dtype != np.uint8:
+        raise TypeError(f"stacks must be uint8, got {stacks.dtype}")
+    c = contract.NETWORK_CHANNELS
+    if stacks.ndim != 4 or stacks.shape[1] != c or min(stacks.shape) < 1:
+        raise ValueError(
+            f"stacks must have shape [N, {c}, H, W] with N, H, W >= 1, got {stacks.shape}"
+        )
+    return stacks
+
+
+def context_indices(n: int) -> np.ndarray:
+    """Slice index of every channel of every 2.5D stack: int64 ``[n, 3]`` (edge replicate)."""
+    if n < 1:
+        raise ValueError(f"a volume needs at least one slice, got {n}")
+    k = np.arange(n)[:, None] + np.asarray(contract.CONTEXT_OFFSETS)[None, :]
+    return np.clip(k, 0, n - 1)
+
+
+def context_stacks(slices: np.ndarray) -> np.ndarray:
+    """A volume's display slices uint8 ``[N, H, W]`` → 2.5D stacks uint8 ``[N, 3, H, W]``."""
     slices = _check_slices(slices)
+    return np.ascontiguousarray(slices[context_indices(len(slices))])
+
+
+def resize_image(stacks: np.ndarray) -> np.ndarray:
+    """Bilinear (half-pixel) resize of every channel: uint8 ``[N, 3, H, W]`` → float32
+    ``[N, 3, h, w]`` (``contract.NETWORK_SIZE``), 0–255."""
+    stacks = _check_stacks(stacks)
     h, w = contract.NETWORK_SIZE
-    out = np.empty((slices.shape[0], h, w), dtype=np.float32)
-    for i, s in enumerate(slices):
-        out[i] = cv2.resize(s.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    n, c = stacks.shape[:2]
+    out = np.empty((n, c, h, w), dtype=np.float32)
+    for i in range(n):
+        for j in range(c):
+            out[i, j] = cv2.resize(
+                stacks[i, j].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR
+            )
     return out
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
-    """Float32 0–255 ``[N, h, w]`` (any h, w) → ``[N, 3, h, w]``: ``/255``, ImageNet mean/std.
-
-    The second half of :func:`network_input`; training applies it to augmented crops.
-    """
-    x = np.asarray(image, dtype=np.float32)[:, None] / _SCALE  # [N, 1, h, w], 0..1
+    """Float32 0–255 ``[N, 3, h, w]`` (any h, w) → ``[N, 3, h, w]``: ``/255``, then ImageNet
+    mean/std of each channel.  The second half of :func:`network_input`."""
+    x = np.asarray(image, dtype=np.float32) / _SCALE
     return np.ascontiguousarray((x - _MEAN) / _STD, dtype=np.float32)
 
 
-def network_input(slices: np.ndarray) -> np.ndarray:
-    """Contract network input: uint8 ``[N, H, W]`` → float32 ``[N, 3, 512, 512]``, normalised."""
-    return normalise(resize_image(slices))
+def network_input(stacks: np.ndarray) -> np.ndarray:
+    """Contract network input: uint8 stacks ``[N, 3, H, W]`` → float32 ``[N, 3, h, w]``."""
+    return normalise(resize_image(stacks))
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
@@ -86,7 +119,7 @@ def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, native_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest (half-pixel, contract LABEL_RESIZE) resize: labels ``[N, h, w]`` → ``[N, H, W]``."""
+    """Nearest (half-pixel) resize: labels ``[N, h, w]`` → ``[N, H, W]``."""
     labels = np.asarray(labels)
     H, W = (int(native_hw[0]), int(native_hw[1]))
     rows = nearest_indices(labels.shape[1], H)
@@ -101,13 +134,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def postprocess_512(
+def postprocess_network(
     logits: np.ndarray,
     threshold_prob: float = contract.THRESHOLD_PROB,
     min_area: int = contract.MIN_AREA_PIXELS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1–4 at network resolution: logits float32 ``[N, 11, 512, 512]`` →
-    (labels uint8 ``[N, 512, 512]``, confidence float32 ``[N, 11]``)."""
+    """Steps 1–4 at network resolution: logits float32 ``[N, 11, h, w]`` →
+    (labels uint8 ``[N, h, w]``, confidence float32 ``[N, 11]``)."""
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim != 4 or logits.shape[1] != contract.NUM_CLASSES:
         raise ValueError(f"logits must be [N, {contract.NUM_CLASSES}, H, W], got {logits.shape}")
@@ -137,7 +170,7 @@ def postprocess(
     threshold_prob: float = contract.THRESHOLD_PROB,
     min_area: int = contract.MIN_AREA_PIXELS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Contract postprocess: logits float32 ``[N, 11, 512, 512]`` and the native ``(H, W)`` →
+    """Contract postprocess: logits float32 ``[N, 11, h, w]`` and the native ``(H, W)`` →
     (labels uint8 ``[N, H, W]``, confidence float32 ``[N, 11]``); see the module docstring."""
-    labels, confidence = postprocess_512(logits, threshold_prob, min_area)
+    labels, confidence = postprocess_network(logits, threshold_prob, min_area)
     return resize_labels(labels, native_hw), confidence

@@ -31,7 +31,7 @@ from aspects_client import contract
 from aspects_client.errors import CheckpointError
 
 DEMO_SPEC = "demo"
-DEMO_WEIGHTS = Path("models") / "demo" / "aspects-unet-effb3-phantoms.safetensors"
+DEMO_WEIGHTS = Path("models") / "demo" / "aspects-unet-effb3-synth.safetensors"
 DEMO_CHECKPOINT_NOTE = (
     "demo weights trained on synthetic phantoms only (models/demo/MODEL_CARD.md): "
     "not for clinical use"

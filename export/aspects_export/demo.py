@@ -57,10 +57,10 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
     from aspects_client.slicing import prepare
     from aspects_client.storage import S3Settings, make_s3_client
     from aspects_client.volume_io import load_volume
+    from aspects_synth import make_phantom, reorder
 
     from .accuracy import class_counts, mean_region_dice, region_dice
     from .cli import export_onnx, write_repo
-    from .phantom import make_phantom, reorder
 
     timings: dict[str, float] = {}
 

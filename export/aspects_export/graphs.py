@@ -75,44 +75,54 @@ def _save(model: onnx.ModelProto, path: str | Path) -> Path:
 
 
 def preprocess_model() -> onnx.ModelProto:
-    """SLICES uint8 ``[N,H,W]`` → IMAGE float32 ``[N,3,512,512]`` (contract network input)."""
-    mean = np.asarray(contract.IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(contract.IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
+    """SLICES uint8 ``[N,3,H,W]`` (2.5D stacks) → IMAGE float32 ``[N,3,h,w]``, ``(h, w)`` =
+    ``contract.NETWORK_SIZE``: every channel resized, then ImageNet mean/std of its channel."""
+    ch = contract.NETWORK_CHANNELS
+    mean = np.asarray(contract.IMAGENET_MEAN, np.float32).reshape(1, ch, 1, 1)
+    std = np.asarray(contract.IMAGENET_STD, np.float32).reshape(1, ch, 1, 1)
     nodes = [
         _const("axis1", np.array([1], np.int64)),
         _const("zero1", np.array([0], np.int64)),
-        _const("tail_size", np.array([1, _NH, _NW], np.int64)),
+        _const("tail_size", np.array([ch, _NH, _NW], np.int64)),
         _const("scale", np.array(contract.PIXEL_SCALE, np.float32)),
         _const("mean", mean),
         _const("std", std),
         helper.make_node("Cast", [contract.INPUT_SLICES], ["x_f"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["x_f", "axis1"], ["x_4d"]),
         helper.make_node("Shape", [contract.INPUT_SLICES], ["in_shape"]),
         helper.make_node("Slice", ["in_shape", "zero1", "axis1"], ["batch"]),
         helper.make_node("Concat", ["batch", "tail_size"], ["sizes"], axis=0),
-        # bilinear, half-pixel centres, no antialias (= cv2.INTER_LINEAR on float32)
+        # bilinear, half-pixel centres, no antialias (= cv2.INTER_LINEAR on float32); the
+        # channel axis keeps its size, so each channel is resized on its own
         helper.make_node(
             "Resize",
-            ["x_4d", "", "", "sizes"],
-            ["x_512"],
+            ["x_f", "", "", "sizes"],
+            ["x_net"],
             mode="linear",
             coordinate_transformation_mode="half_pixel",
         ),
-        helper.make_node("Div", ["x_512", "scale"], ["x_01"]),
+        helper.make_node("Div", ["x_net", "scale"], ["x_01"]),
         helper.make_node("Sub", ["x_01", "mean"], ["x_centred"]),
         helper.make_node("Div", ["x_centred", "std"], [contract.TENSOR_IMAGE]),
     ]
     graph = helper.make_graph(
         nodes,
         contract.PREPROCESS_MODEL,
-        [helper.make_tensor_value_info(contract.INPUT_SLICES, TensorProto.UINT8, ["N", "H", "W"])],
         [
             helper.make_tensor_value_info(
-                contract.TENSOR_IMAGE, TensorProto.FLOAT, ["N", contract.NETWORK_CHANNELS, _NH, _NW]
+                contract.INPUT_SLICES, TensorProto.UINT8, ["N", ch, "H", "W"]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                contract.TENSOR_IMAGE, TensorProto.FLOAT, ["N", ch, _NH, _NW]
             )
         ],
     )
-    return _model(graph, "ASPECTS preprocess: uint8 slices -> ImageNet-normalised 512x512 image")
+    return _model(
+        graph,
+        f"ASPECTS preprocess: uint8 2.5D stacks [N,{ch},H,W] -> ImageNet-normalised "
+        f"{_NH}x{_NW} image",
+    )
 
 
 def export_preprocess(path: str | Path) -> Path:
@@ -126,12 +136,14 @@ def export_preprocess(path: str | Path) -> Path:
 def postprocess_model(
     threshold_prob: float = contract.THRESHOLD_PROB, min_area: int = contract.MIN_AREA_PIXELS
 ) -> onnx.ModelProto:
-    """LOGITS float32 ``[N,11,512,512]`` + SLICES uint8 ``[N,H,W]`` (only its shape is used) →
-    LABELS uint8 ``[N,H,W]``, CONFIDENCE float32 ``[N,11]``.
+    """LOGITS float32 ``[N,11,h,w]`` (``(h, w)`` = ``contract.NETWORK_SIZE``) + SLICES uint8
+    ``[N,3,H,W]`` (only its last two dims, the native size, are used) → LABELS uint8 ``[N,H,W]``,
+    CONFIDENCE float32 ``[N,11]``.
 
     Same steps as ``aspects_client.preprocessing.postprocess``.  The per-class area is an exact
-    one-hot ``Equal`` + ``ReduceSum`` (float32 counts are exact below 2**24); the label resize is a
-    ``Gather`` with integer indices ``((2*dst+1)*512) // (2*out)``, so it is bit-exact.
+    one-hot ``Equal`` + ``ReduceSum`` (float32 counts are exact below 2**24), counted at network
+    size; the label resize is a ``Gather`` with integer indices ``((2*dst+1)*h) // (2*out)``, so
+    it is bit-exact.
     """
     if not 0.0 <= threshold_prob <= 1.0:
         raise ValueError(f"threshold_prob must be in [0, 1], got {threshold_prob}")
@@ -157,7 +169,7 @@ def postprocess_model(
         helper.make_node("ReduceMax", ["probs"], ["max_prob"], axes=[1], keepdims=1),
         helper.make_node("GreaterOrEqual", ["max_prob", "threshold"], ["confident"]),
         helper.make_node("Where", ["confident", "argmax", "zero_i64"], ["label_thr"]),
-        # 3: per-slice, per-class area at 512x512; small foreground classes -> background
+        # 3: per-slice, per-class area at network size; small foreground classes -> background
         helper.make_node("Equal", ["label_thr", "classes"], ["onehot"]),
         helper.make_node("Cast", ["onehot"], ["onehot_f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceSum", ["onehot_f", "axes_hw"], ["area"], keepdims=1),
@@ -168,7 +180,7 @@ def postprocess_model(
         helper.make_node("Mul", ["final_f", "classes_f"], ["final_idx"]),
         helper.make_node("ReduceSum", ["final_idx", "axes_c"], ["label_fk"], keepdims=1),
         helper.make_node("Squeeze", ["label_fk", "axes_c"], ["label_f"]),
-        helper.make_node("Cast", ["label_f"], ["label_512"], to=TensorProto.UINT8),
+        helper.make_node("Cast", ["label_f"], ["label_net"], to=TensorProto.UINT8),
         # 4: CONFIDENCE[c] = mean p_c over the pixels whose FINAL label is c (0 where none);
         #    pixels demoted to background by the threshold or min-area count for class 0
         helper.make_node("Cast", ["label_fk"], ["label_ik"], to=TensorProto.INT64),
@@ -182,9 +194,9 @@ def postprocess_model(
         helper.make_node("Greater", ["final_area", "zero_f"], ["present"]),
         helper.make_node("Where", ["present", "mean_prob", "zero_f"], [contract.OUTPUT_CONFIDENCE]),
         # 5: nearest (half-pixel) resize to the native H x W taken from SLICES' shape
-        *_nearest_index_nodes("rows", 1, _NH),
-        *_nearest_index_nodes("cols", 2, _NW),
-        helper.make_node("Gather", ["label_512", "rows_idx"], ["label_rows"], axis=1),
+        *_nearest_index_nodes("rows", 2, _NH),
+        *_nearest_index_nodes("cols", 3, _NW),
+        helper.make_node("Gather", ["label_net", "rows_idx"], ["label_rows"], axis=1),
         helper.make_node("Gather", ["label_rows", "cols_idx"], [contract.OUTPUT_LABELS], axis=2),
     ]
     graph = helper.make_graph(
@@ -193,7 +205,7 @@ def postprocess_model(
         [
             helper.make_tensor_value_info(L, TensorProto.FLOAT, ["N", _C, _NH, _NW]),
             helper.make_tensor_value_info(
-                contract.INPUT_SLICES, TensorProto.UINT8, ["N", "H", "W"]
+                contract.INPUT_SLICES, TensorProto.UINT8, ["N", contract.NETWORK_CHANNELS, "H", "W"]
             ),
         ],
         [
@@ -247,7 +259,8 @@ def export_postprocess(
 def export_unet(
     model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Export ``model`` (IMAGE float32 ``[N,3,512,512]`` → LOGITS float32 ``[N,11,512,512]``)
+    """Export ``model`` (IMAGE float32 ``[N,3,h,w]`` → LOGITS float32 ``[N,11,h,w]``, ``(h, w)``
+    = ``contract.NETWORK_SIZE``)
     with a dynamic batch dimension; ``metadata`` goes into the model's metadata_props
     (e.g. the checkpoint's origin, or that it is the UNTRAINED demo)."""
     import torch

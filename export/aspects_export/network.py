@@ -1,7 +1,9 @@
 """The segmentation network: segmentation-models-pytorch ``Unet`` (contract encoder, 11 classes).
 
-The input is FP32 ``[N, 3, 512, 512]`` (ImageNet-normalised, see ``contract``); the output is
-FP32 logits ``[N, 11, 512, 512]`` in contract class order.  ``encoder_weights=None`` always:
+The input is FP32 ``[N, 3, h, w]`` (``contract.NETWORK_SIZE``): a 2.5D stack of the slice below,
+the slice and the slice above (``contract.CONTEXT_OFFSETS``), each channel ImageNet-normalised
+with its own mean/std; the output is FP32 logits ``[N, 11, h, w]`` for the middle slice, in
+contract class order.  ``encoder_weights=None`` always:
 nothing is downloaded, weights come from a checkpoint (``aspects_export.checkpoints``).
 """
 
@@ -37,6 +39,6 @@ def prepare_for_inference(model: torch.nn.Module) -> torch.nn.Module:
 def predict_logits(
     model: torch.nn.Module, image: torch.Tensor, batch_size: int = 4
 ) -> torch.Tensor:
-    """Run ``model`` on FP32 ``image [N,3,512,512]`` in chunks → FP32 logits ``[N,11,512,512]``."""
+    """Run ``model`` on FP32 ``image [N,3,h,w]`` in chunks → FP32 logits ``[N,11,h,w]``."""
     outs = [model(image[i : i + batch_size]) for i in range(0, image.shape[0], batch_size)]
     return torch.cat(outs, dim=0)

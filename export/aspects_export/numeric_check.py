@@ -4,7 +4,8 @@
   label agreement after the same postprocess (must be ≥ ``MIN_LABEL_AGREEMENT``) and raw
   argmax agreement (stricter: no threshold hides disagreement in uncertain pixels);
 - ``preprocess``: ONNX vs ``aspects_client.preprocessing.network_input`` (max abs diff of IMAGE,
-  in normalised units) at several native sizes;
+  in normalised units) on the 2.5D stacks (``context_stacks``) of the slices at several native
+  sizes;
 - ``postprocess``: ONNX vs ``aspects_client.preprocessing.postprocess`` (fraction of exactly
   equal LABELS, max abs diff of CONFIDENCE) at the same sizes.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -49,8 +51,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def synthetic_slices(n: int = 4, hw: tuple[int, int] = contract.NETWORK_SIZE) -> np.ndarray:
-    """Deterministic brain-like uint8 slices ``[n, H, W]``: a bright ellipse ("GM"), darker
-    inner ellipse ("WM"), dark ventricles, a bright blob ("lesion") and mild noise."""
+    """Deterministic brain-like uint8 slices ``[n, H, W]`` (a small volume, consecutive slices
+    differ): a bright ellipse ("GM"), darker inner ellipse ("WM"), dark ventricles, a bright
+    blob ("lesion") and mild noise."""
     H, W = hw
     rng = np.random.default_rng(1234)
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -69,33 +72,36 @@ def synthetic_slices(n: int = 4, hw: tuple[int, int] = contract.NETWORK_SIZE) ->
 
 
 def stress_logits(n: int = 2, seed: int = 7) -> np.ndarray:
-    """Seeded float32 logits ``[n, 11, 512, 512]`` that exercise every postprocess branch:
-    blocky regions of every class, uncertain pixels below the threshold, and small classes
-    near the min-area boundary (the demo checkpoint's logits are nearly flat)."""
+    """Seeded float32 logits ``[n, 11, h, w]`` (``contract.NETWORK_SIZE``) that exercise every
+    postprocess branch: blocky regions of every class, uncertain pixels below the threshold,
+    and small classes just under the min-area boundary (the demo checkpoint's logits are nearly
+    flat)."""
     h, w = contract.NETWORK_SIZE
+    block = max(1, min(h, w) // 16)
     rng = np.random.default_rng(seed)
-    coarse = rng.normal(0.0, 4.0, (n, contract.NUM_CLASSES, h // 32, w // 32))
-    logits = np.kron(coarse, np.ones((1, 1, 32, 32))) + rng.normal(
-        0.0, 1.5, (n, contract.NUM_CLASSES, h, w)
-    )
-    # two classes per slice exist only as a confident 6x6 island (36 px < min area): the
-    # min-area rule must remove them (it counts a class per slice, not per island)
+    coarse = rng.normal(0.0, 4.0, (n, contract.NUM_CLASSES, -(-h // block), -(-w // block)))
+    blocky = np.kron(coarse, np.ones((1, 1, block, block)))[:, :, :h, :w]
+    logits = blocky + rng.normal(0.0, 1.5, (n, contract.NUM_CLASSES, h, w))
+    # two classes per slice exist only as one confident island of MIN_AREA_PIXELS - 1 pixels:
+    # the min-area rule must remove them (it counts a class per slice, not per island)
+    rows = max(1, math.isqrt(max(contract.MIN_AREA_PIXELS - 1, 1)))
+    cols = max(1, (contract.MIN_AREA_PIXELS - 1) // rows)
     for i in range(n):
         for j, cls in enumerate((10 - 2 * (i % 5), 9 - 2 * (i % 5))):
             logits[i, cls] -= 30.0
-            r, c = 100 + 200 * j, 150
-            logits[i, cls, r : r + 6, c : c + 6] += 60.0
+            r, c = (h * (1 + 2 * j)) // 5, (w * 3) // 10
+            logits[i, cls, r : r + rows, c : c + cols] += 60.0
     return logits.astype(np.float32)
 
 
 def phantom_slices(n: int = 4, allow_download: bool = False) -> tuple[np.ndarray, str]:
-    """``n`` central axial uint8 slices ``[n, 512, 512]`` of ``aspects_export.phantom``'s seeded
-    phantom, windowed and oriented as the client does; falls back to ``synthetic_slices`` when
-    the phantom is unavailable (its atlas is not cached and ``allow_download`` is false, or it
-    fails).  Returns (slices, description of their source)."""
+    """``n`` consecutive central axial uint8 slices ``[n, h, w]`` (``contract.NETWORK_SIZE``) of
+    ``aspects_synth``'s seeded phantom, windowed and oriented as the client does; falls back to
+    ``synthetic_slices`` when the phantom is unavailable (its atlas is not cached and
+    ``allow_download`` is false, or it fails).  Returns (slices, description of their source)."""
     try:
         from aspects_client.intensity import window_to_uint8
-        from aspects_export.phantom import make_phantom, verify_cache
+        from aspects_synth import make_phantom, verify_cache
 
         if not allow_download and not verify_cache():
             return synthetic_slices(n), "synthetic ellipses (phantom atlas not cached)"
@@ -135,7 +141,8 @@ def _run_batched(sess: Any, feeds: dict[str, np.ndarray], batch: int = 4) -> lis
 def compare_unet(
     unet_onnx: Path, model: torch.nn.Module, image: np.ndarray
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """ONNX Runtime vs PyTorch on float32 ``image [N,3,512,512]`` → (metrics, ORT logits)."""
+    """ONNX Runtime vs PyTorch on float32 ``image [N,3,h,w]`` (network input) → (metrics, ORT
+    logits)."""
     import torch
 
     from aspects_export.network import predict_logits
@@ -146,8 +153,8 @@ def compare_unet(
     (ort_logits,) = _run_batched(_session(unet_onnx), {contract.TENSOR_IMAGE: image})
     t2 = time.perf_counter()
     diff = np.abs(torch_logits - ort_logits)
-    lab_t, _ = ref.postprocess_512(torch_logits)
-    lab_o, _ = ref.postprocess_512(ort_logits)
+    lab_t, _ = ref.postprocess_network(torch_logits)
+    lab_o, _ = ref.postprocess_network(ort_logits)
     agreement = float((lab_t == lab_o).mean())
     metrics = {
         "max_abs_logit_diff": float(diff.max()),
@@ -172,13 +179,16 @@ def compare_steps(
 ) -> dict[str, Any]:
     """preprocess / postprocess ONNX vs the NumPy reference at each native size in ``sizes``.
 
-    ``slices``: uint8 ``[N,512,512]``, resized to each size as the native input; ``logits``:
-    float32 ``[N,11,512,512]`` fed to postprocess (native size taken from the slices)."""
+    ``slices``: uint8 ``[N,h,w]`` (one volume's display slices at network size), resized to
+    each size as the native input and sent as their 2.5D stacks (``context_stacks``);
+    ``logits``: float32 ``[N,11,h,w]`` fed to postprocess (native size taken from the stacks)."""
     pre = _session(onnx_dir / f"{contract.PREPROCESS_MODEL}.onnx")
     post = _session(onnx_dir / f"{contract.POSTPROCESS_MODEL}.onnx")
     pre_rows, post_rows = [], []
     for H, W in sizes:
-        native = np.stack([cv2.resize(s, (W, H), interpolation=cv2.INTER_LINEAR) for s in slices])
+        native = ref.context_stacks(
+            np.stack([cv2.resize(s, (W, H), interpolation=cv2.INTER_LINEAR) for s in slices])
+        )
         (image,) = _run_batched(pre, {contract.INPUT_SLICES: native})
         img_diff = float(np.abs(image - ref.network_input(native)).max())
         pre_rows.append(
@@ -223,7 +233,8 @@ def check_all(
     progress: Progress | None = None,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Run every check on uint8 ``slices [N,H,W]`` and write ``onnx_dir/numeric_report.json``.
+    """Run every check on uint8 ``slices [N,H,W]`` (consecutive display slices of one volume;
+    the network sees their 2.5D stacks) and write ``onnx_dir/numeric_report.json``.
 
     ``model`` is the PyTorch network the unet was exported from; ``None`` (e.g. the oracle)
     skips the unet-vs-torch comparison, and the steps are then fed the ONNX unet's logits.
@@ -237,7 +248,7 @@ def check_all(
     if slices.dtype != np.uint8 or slices.ndim != 3:
         raise ExportError(f"check slices must be uint8 [N,H,W], got {slices.dtype} {slices.shape}")
     unet_path = onnx_dir / f"{contract.UNET_MODEL}.onnx"
-    image = ref.network_input(slices)
+    image = ref.network_input(ref.context_stacks(slices))
     report: dict[str, Any] = {
         "checkpoint": checkpoint,
         "slices": {"shape": list(slices.shape), "source": slices_source},

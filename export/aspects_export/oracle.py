@@ -1,13 +1,20 @@
 """An "oracle" unet: a tiny ONNX graph with unet's exact I/O whose answer is known.
 
-IMAGE float32 ``[N,3,512,512]`` → LOGITS float32 ``[N,11,512,512]``.  It undoes the ImageNet
-normalisation of channel 0 to recover the intensity ``v = u / 255`` in [0, 1] and maps it to one
-of ``NUM_CLASSES`` equal bands: class ``k = clip(floor(v * 11), 0, 10)``, logit ``ORACLE_LOGIT``
-for that class and 0 for the others (softmax ≈ 1.0, so the threshold always passes).  Band 0
-(u ≤ 23) is background.  Each band is ~23 intensity levels wide, so a slice painted with
-``oracle_intensity(k)`` (the band centre) stays in band ``k`` after any bilinear resize except
-within a pixel of a region boundary.  Dropped into the ensemble instead of the real network it
-makes the whole chain (client → Triton → labels → contours) checkable voxel by voxel.
+IMAGE float32 ``[N,3,h,w]`` → LOGITS float32 ``[N,11,h,w]`` (``(h, w)`` =
+``contract.NETWORK_SIZE``).  It undoes the ImageNet normalisation of the CENTRE channel
+(``ORACLE_CHANNEL`` = 1: slice k of the 2.5D stack) to recover the intensity ``v = u / 255`` in
+[0, 1] and maps it to one of ``NUM_CLASSES`` equal bands: class ``k = clip(floor(v * 11), 0, 10)``,
+logit ``ORACLE_LOGIT`` for that class and 0 for the others (softmax ≈ 1.0, so the threshold
+always passes).  Band 0 (u ≤ 23) is background.  Each band is ~23 intensity levels wide, so a
+slice painted with ``oracle_intensity(k)`` (the band centre) stays in band ``k`` after any
+bilinear resize except within a pixel or two of a region boundary.  Dropped into the ensemble
+instead of the real network it makes the whole chain (client → Triton → labels → contours)
+checkable voxel by voxel.
+
+``context_oracle_model`` is a variant for checking the 2.5D stacks themselves: the columns of the
+network image are split into ``NETWORK_CHANNELS`` equal vertical strips and strip ``c`` reads
+channel ``c`` (left: the slice below, middle: the slice, right: the slice above), so one item's
+labels show what each of its three channels held.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from aspects_client import contract
 from aspects_export.graphs import _model, _save
 
 ORACLE_LOGIT = 20.0
+ORACLE_CHANNEL = contract.CONTEXT_OFFSETS.index(0)  # the centre channel: slice k itself
 _C = contract.NUM_CLASSES
 _NH, _NW = contract.NETWORK_SIZE
 
@@ -46,26 +54,77 @@ def oracle_classes(slices: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(v * _C), 0, _C - 1).astype(np.uint8)
 
 
-def oracle_model() -> onnx.ModelProto:
-    """The oracle graph (see the module docstring)."""
+def oracle_logits(image: np.ndarray, *, context: bool = False) -> np.ndarray:
+    """NumPy twin of the oracle graph (same float32 operations): IMAGE float32 ``[N,3,h,w]`` →
+    LOGITS float32 ``[N,11,h,w]``; ``context=True``: the strip variant."""
+    image = np.asarray(image, dtype=np.float32)
+    std = np.asarray(contract.IMAGENET_STD, np.float32).reshape(1, -1, 1, 1)
+    mean = np.asarray(contract.IMAGENET_MEAN, np.float32).reshape(1, -1, 1, 1)
+    v_all = image * std + mean  # [N, 3, h, w]
+    if context:
+        v = np.take_along_axis(
+            v_all, np.broadcast_to(context_oracle_channels(), v_all[:, :1].shape), axis=1
+        )
+    else:
+        v = v_all[:, ORACLE_CHANNEL : ORACLE_CHANNEL + 1]
+    cls = np.clip(np.floor(v * np.float32(_C)), 0, _C - 1)
+    onehot = cls == np.arange(_C, dtype=np.float32).reshape(1, _C, 1, 1)
+    return (onehot.astype(np.float32) * np.float32(ORACLE_LOGIT)).astype(np.float32)
+
+
+def context_oracle_channels() -> np.ndarray:
+    """Which channel each network column reads in ``context_oracle_model``: int64 ``[w]``
+    (``NETWORK_CHANNELS`` equal strips, left to right)."""
+    return (np.arange(_NW) * contract.NETWORK_CHANNELS) // _NW
+
+
+def oracle_model(*, context: bool = False) -> onnx.ModelProto:
+    """The oracle graph (see the module docstring); ``context=True``: the strip variant."""
+    ch = contract.NETWORK_CHANNELS
 
     def const(name: str, value: np.ndarray) -> onnx.NodeProto:
         return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
 
+    std = np.asarray(contract.IMAGENET_STD, np.float32).reshape(1, ch, 1, 1)
+    mean = np.asarray(contract.IMAGENET_MEAN, np.float32).reshape(1, ch, 1, 1)
+    if context:
+        # each column keeps the channel of its strip: [1, ch, 1, w] one-hot, summed over ch
+        select = (np.arange(ch)[:, None] == context_oracle_channels()[None, :]).astype(np.float32)
+        pick = [
+            const("select", select.reshape(1, ch, 1, _NW)),
+            const("axis_c", np.array([1], np.int64)),
+            helper.make_node("Mul", [contract.TENSOR_IMAGE, "select"], ["picked"]),
+            helper.make_node("Mul", ["picked", "std"], ["picked_scaled"]),
+            helper.make_node("Add", ["picked_scaled", "mean_sel"], ["v_ch"]),
+            helper.make_node("ReduceSum", ["v_ch", "axis_c"], ["v"], keepdims=1),
+        ]
+        stats = [
+            const("std", std),
+            # mean only where the channel is selected, so the sum over channels is one value
+            const("mean_sel", (mean * select.reshape(1, ch, 1, _NW)).astype(np.float32)),
+        ]
+        # unselected channels: 0 * std + 0 = 0 exactly, so v is the selected channel's value
+    else:
+        pick = [
+            const("starts", np.array([ORACLE_CHANNEL], np.int64)),
+            const("ends", np.array([ORACLE_CHANNEL + 1], np.int64)),
+            const("axis", np.array([1], np.int64)),
+            helper.make_node("Slice", [contract.TENSOR_IMAGE, "starts", "ends", "axis"], ["ch"]),
+            helper.make_node("Mul", ["ch", "std_c"], ["ch_scaled"]),
+            helper.make_node("Add", ["ch_scaled", "mean_c"], ["v"]),
+        ]
+        stats = [
+            const("std_c", np.array(contract.IMAGENET_STD[ORACLE_CHANNEL], np.float32)),
+            const("mean_c", np.array(contract.IMAGENET_MEAN[ORACLE_CHANNEL], np.float32)),
+        ]
     nodes = [
-        const("starts", np.array([0], np.int64)),
-        const("ends", np.array([1], np.int64)),
-        const("axis", np.array([1], np.int64)),
-        const("std0", np.array(contract.IMAGENET_STD[0], np.float32)),
-        const("mean0", np.array(contract.IMAGENET_MEAN[0], np.float32)),
+        *stats,
         const("bands", np.array(float(_C), np.float32)),
         const("lo", np.array(0.0, np.float32)),
         const("hi", np.array(float(_C - 1), np.float32)),
         const("classes", np.arange(_C, dtype=np.float32).reshape(1, _C, 1, 1)),
         const("logit", np.array(ORACLE_LOGIT, np.float32)),
-        helper.make_node("Slice", [contract.TENSOR_IMAGE, "starts", "ends", "axis"], ["ch0"]),
-        helper.make_node("Mul", ["ch0", "std0"], ["ch0_scaled"]),
-        helper.make_node("Add", ["ch0_scaled", "mean0"], ["v"]),
+        *pick,
         helper.make_node("Mul", ["v", "bands"], ["v_bands"]),
         helper.make_node("Floor", ["v_bands"], ["band"]),
         helper.make_node("Clip", ["band", "lo", "hi"], ["cls"]),
@@ -78,7 +137,7 @@ def oracle_model() -> onnx.ModelProto:
         contract.UNET_MODEL,
         [
             helper.make_tensor_value_info(
-                contract.TENSOR_IMAGE, TensorProto.FLOAT, ["N", contract.NETWORK_CHANNELS, _NH, _NW]
+                contract.TENSOR_IMAGE, TensorProto.FLOAT, ["N", ch, _NH, _NW]
             )
         ],
         [
@@ -87,16 +146,25 @@ def oracle_model() -> onnx.ModelProto:
             )
         ],
     )
+    kind = "context-strips" if context else "intensity-bands"
+    what = "column strip c reads channel c" if context else f"channel {ORACLE_CHANNEL} (the slice)"
     return _model(
         graph,
-        "ORACLE unet (not a network): intensity bands -> classes, for known-answer tests",
+        f"ORACLE unet (not a network): intensity bands of {what} -> classes, for known-answer "
+        "tests",
         {
-            "oracle": "intensity-bands",
+            "oracle": kind,
             "band_edges": ",".join(f"{e:.6f}" for e in oracle_band_edges()),
         },
     )
 
 
-def export_oracle_unet(path: str | Path) -> Path:
-    """Write the oracle as ``path`` (normally ``unet.onnx`` of a test repository); returns it."""
-    return _save(oracle_model(), path)
+def context_oracle_model() -> onnx.ModelProto:
+    """The strip variant: network column strip ``c`` answers from channel ``c``."""
+    return oracle_model(context=True)
+
+
+def export_oracle_unet(path: str | Path, *, context: bool = False) -> Path:
+    """Write the oracle (``context=True``: the strip variant) as ``path`` (normally
+    ``unet.onnx`` of a test repository); returns it."""
+    return _save(oracle_model(context=context), path)

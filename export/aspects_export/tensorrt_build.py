@@ -100,7 +100,8 @@ def build_engine(
     log: Any = None,
 ) -> Path:
     """Build (or reuse, when the cache key matches) an FP16 engine with one optimisation profile
-    for IMAGE ``[b,3,512,512]``, ``b`` in ``PROFILE_BATCH``; writes the engine and its key."""
+    for IMAGE ``[b,3,h,w]`` (``contract.NETWORK_SIZE``), ``b`` in ``PROFILE_BATCH``; writes the
+    engine and its key."""
     say = log or (lambda _msg: None)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
@@ -150,8 +151,8 @@ def build_engine(
 
 
 def run_engine(engine_path: str | Path, image: np.ndarray) -> np.ndarray:
-    """Run the engine on float32 ``image [N,3,512,512]`` (N ≤ max profile batch, chunked
-    otherwise) with torch CUDA tensors → float32 logits ``[N,11,512,512]``."""
+    """Run the engine on float32 ``image [N,3,h,w]`` (network input; chunked by the max profile
+    batch) with torch CUDA tensors → float32 logits ``[N,11,h,w]``."""
     trt = _import_tensorrt()
     gpu_name()
     import torch
@@ -185,15 +186,16 @@ def compare_with_onnxruntime(
     engine_path: str | Path, onnx_path: str | Path, slices: np.ndarray
 ) -> dict[str, Any]:
     """Label agreement (same postprocess) of the TensorRT engine vs ONNX Runtime (CPU) on
-    uint8 ``slices [N,H,W]``; ``passed`` when ≥ ``MIN_LABEL_AGREEMENT``."""
+    uint8 ``slices [N,H,W]`` (consecutive slices of one volume, sent as their 2.5D stacks);
+    ``passed`` when ≥ ``MIN_LABEL_AGREEMENT``."""
     from aspects_client import preprocessing as ref
     from aspects_export.numeric_check import _run_batched, _session
 
-    image = ref.network_input(slices)
+    image = ref.network_input(ref.context_stacks(slices))
     trt_logits = run_engine(engine_path, image)
     (ort_logits,) = _run_batched(_session(Path(onnx_path)), {contract.TENSOR_IMAGE: image})
-    lab_t, _ = ref.postprocess_512(trt_logits)
-    lab_o, _ = ref.postprocess_512(ort_logits)
+    lab_t, _ = ref.postprocess_network(trt_logits)
+    lab_o, _ = ref.postprocess_network(ort_logits)
     agreement = float((lab_t == lab_o).mean())
     diff = np.abs(trt_logits - ort_logits)
     return {

@@ -72,7 +72,9 @@ def test_engine_batches_and_agrees_with_onnxruntime(built: tuple[Path, Path]) ->
 
     onnx_path, engine = built
     slices, _ = numeric_check.phantom_slices(4)
-    logits = tensorrt_build.run_engine(engine, pp.network_input(slices))
+    image = pp.network_input(pp.context_stacks(slices))
+    assert image.shape == (4, contract.NETWORK_CHANNELS, *contract.NETWORK_SIZE)
+    logits = tensorrt_build.run_engine(engine, image)
     assert logits.shape == (4, contract.NUM_CLASSES, *contract.NETWORK_SIZE)
     report = tensorrt_build.compare_with_onnxruntime(engine, onnx_path, slices)
     assert report["label_agreement"] >= tensorrt_build.MIN_LABEL_AGREEMENT, report

@@ -1,10 +1,11 @@
 """Fixtures for the Triton integration tests: CPU model repositories and real servers.
 
-Two repositories are generated into session temp dirs from the committed configs:
-``oracle`` (the tiny known-answer unet: fast) and ``effb3`` (the real smp Unet with the
-seeded, UNTRAINED weights of ``load_model("untrained")``).  Each is served by a real
-``tritonserver`` (nvidia-pytriton, DESIGN §6) on free ports; the fixtures stop the servers
-by PID.
+Three repositories are generated into session temp dirs from the committed configs:
+``oracle`` (the tiny known-answer unet, reading the centre channel: fast), ``context_oracle``
+(the oracle whose column strip c reads channel c of the 2.5D stack, to check the stacks) and
+``effb3`` (the real smp Unet with the seeded, UNTRAINED weights of
+``load_model("untrained")``).  Each is served by a real ``tritonserver`` (nvidia-pytriton,
+DESIGN §6) on free ports; the fixtures stop the servers by PID.
 """
 
 from __future__ import annotations
@@ -77,6 +78,20 @@ def oracle_onnx_dir(tmp_path_factory: pytest.TempPathFactory, pre_post_onnx_dir:
 
 
 @pytest.fixture(scope="session")
+def context_oracle_onnx_dir(
+    tmp_path_factory: pytest.TempPathFactory, pre_post_onnx_dir: Path
+) -> Path:
+    """The three graphs with the strip oracle (``export_oracle_unet(..., context=True)``)."""
+    from aspects_export.oracle import export_oracle_unet
+
+    return _onnx_dir_with_unet(
+        pre_post_onnx_dir,
+        tmp_path_factory.mktemp("onnx_context_oracle"),
+        lambda path: export_oracle_unet(path, context=True),
+    )
+
+
+@pytest.fixture(scope="session")
 def effb3_onnx_dir(tmp_path_factory: pytest.TempPathFactory, pre_post_onnx_dir: Path) -> Path:
     """The three graphs with the real efficientnet-b3 Unet (seeded UNTRAINED weights).
 
@@ -107,6 +122,14 @@ def _cpu_repository(onnx_dir: Path, out: Path) -> Path:
 def oracle_repository(tmp_path_factory: pytest.TempPathFactory, oracle_onnx_dir: Path) -> Path:
     """A generated CPU repository whose unet is the oracle."""
     return _cpu_repository(oracle_onnx_dir, tmp_path_factory.mktemp("repo_oracle"))
+
+
+@pytest.fixture(scope="session")
+def context_oracle_repository(
+    tmp_path_factory: pytest.TempPathFactory, context_oracle_onnx_dir: Path
+) -> Path:
+    """A generated CPU repository whose unet is the strip oracle."""
+    return _cpu_repository(context_oracle_onnx_dir, tmp_path_factory.mktemp("repo_context"))
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +171,18 @@ def triton_oracle(
     yield from _serve(oracle_repository, oracle_onnx_dir, tmp_path_factory.mktemp("log_oracle"))
 
 
+@pytest.fixture(scope="module")
+def triton_context_oracle(
+    tmp_path_factory: pytest.TempPathFactory,
+    context_oracle_repository: Path,
+    context_oracle_onnx_dir: Path,
+) -> Iterator[ServedRepository]:
+    """tritonserver serving the strip-oracle repository (stopped after the module)."""
+    yield from _serve(
+        context_oracle_repository, context_oracle_onnx_dir, tmp_path_factory.mktemp("log_context")
+    )
+
+
 @pytest.fixture(scope="session")
 def triton_effb3(
     tmp_path_factory: pytest.TempPathFactory, effb3_repository: Path, effb3_onnx_dir: Path
@@ -157,7 +192,11 @@ def triton_effb3(
 
 
 class InProcessEnsemble:
-    """The same three ONNX graphs chained with onnxruntime in this process."""
+    """The same three ONNX graphs chained with onnxruntime in this process.
+
+    Called with uint8 2.5D stacks ``[N, 3, H, W]`` (what goes over the wire) or, like
+    ``TritonSegmenter.infer``, with one volume's display slices ``[N, H, W]``, whose
+    ``context_stacks`` are then used."""
 
     def __init__(self, onnx_dir: Path) -> None:
         import onnxruntime as ort
@@ -172,6 +211,10 @@ class InProcessEnsemble:
         self.postprocess = session(contract.POSTPROCESS_MODEL)
 
     def __call__(self, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from aspects_client.preprocessing import context_stacks
+
+        if slices.ndim == 3:
+            slices = context_stacks(slices)
         (image,) = self.preprocess.run(None, {contract.INPUT_SLICES: slices})
         (logits,) = self.unet.run(None, {contract.TENSOR_IMAGE: image})
         labels, confidence = self.postprocess.run(

@@ -12,8 +12,8 @@
 - Deadline: a request whose deadline is far shorter than the server needs fails clearly,
   quickly, and the same client serves a normal call afterwards.
 
-The oracle unet is slow enough here: every slice is resized to 512 x 512 and 11 x 512 x 512
-FP32 logits go through the python backend (0.1-0.3 s a slice on this CPU).
+The oracle unet is slow enough here: every slice's 2.5D stack is resized to the network size
+(256 x 256) and 11 x 256 x 256 FP32 logits go through the python backend.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _slices(n: int, h: int = 128, w: int = 128, seed: int = 0) -> np.ndarray:
     """uint8 slices with structure (the oracle answers from intensity): a phantom's."""
     from aspects_client.slicing import prepare
     from aspects_client.volume_io import load_volume
-    from aspects_export.phantom import make_phantom
+    from aspects_synth import make_phantom
 
     phantom = make_phantom(seed=seed, in_plane=(h, w), n_slices=n)
     return prepare(load_volume(phantom.image)).slices
@@ -158,7 +158,7 @@ def test_cli_segments_over_tls(
 ) -> None:
     import nibabel as nib
 
-    from aspects_export.phantom import make_phantom
+    from aspects_synth import make_phantom
 
     source = tmp_path / "phantom.nii.gz"
     nib.save(make_phantom(seed=1, in_plane=(128, 128), n_slices=2).image, source)

@@ -3,7 +3,9 @@ SeaweedFS (SigV4), downloaded, segmented by a real Triton serving the ORACLE une
 intensity bands to classes), contoured, and rasterised back into each original grid.
 
 The phantom's intensities are the oracle's band centres of its true classes, so the
-right answer is the truth itself (minus classes under the per-slice min-area rule).
+right answer is the truth as seen at network resolution (``oracle_cases.expected_classes``:
+resized to the network size and back, minus classes under the per-slice min-area rule),
+computed from the true classes, and close to the truth itself.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from aspects_client.rasterize import rasterize_document
 from aspects_client.slicing import prepare
 from aspects_client.storage import fetch_object
 from aspects_client.volume_io import load_volume
-from aspects_export.phantom import reorder
+from aspects_synth import reorder
 
-from .oracle_cases import expected_classes, painted_phantom
+from .oracle_cases import expected_classes, painted_phantom, truth_agreement
 
 pytestmark = pytest.mark.integration
 ORDERS = ("RAS", "LPS", "LAS", "PIR")
@@ -61,8 +63,9 @@ def test_labels_land_on_the_original_voxels(segmented, order) -> None:
     classes, hemis = rasterize_document(result.document)
     expected = expected_classes(variant.classes, prepared.geometry)
     assert np.count_nonzero(expected) > 10_000
+    assert truth_agreement(expected, variant.classes) > 0.9  # only borders blur
     np.testing.assert_array_equal(classes, expected)
-    labelled = expected > 0
+    labelled = (expected > 0) & (variant.classes > 0)  # the truth has hemispheres there
     assert np.array_equal(hemis[labelled], variant.hemispheres[labelled]), "wrong hemisphere"
     # the oracle is certain: every present class has confidence ~1
     assert confidence.shape == (6, contract.NUM_CLASSES)

@@ -1,7 +1,8 @@
 """The three-step ensemble served by a real tritonserver on the CPU (DESIGN §4, §6; issue 4).
 
 Every test talks gRPC (or HTTP for /metrics) to a server started by the fixtures in
-conftest.py; the in-process reference is onnxruntime running the same three ONNX files.
+conftest.py; the in-process reference is onnxruntime running the same three ONNX files.  The
+wire format is the contract's: UINT8 2.5D stacks ``[N, 3, H, W]`` (``context_stacks``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from tritonclient.utils import InferenceServerException
 
 from aspects_client import contract
 from aspects_client.errors import LocalServerError
+from aspects_client.inference import TritonSegmenter
 from aspects_client.local_triton import LocalTriton
+from aspects_client.preprocessing import context_stacks, nearest_indices
 
 if TYPE_CHECKING:
     from .conftest import InProcessEnsemble, ServedRepository
@@ -36,7 +39,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("triton_server_ve
 
 
 def phantom_slices(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
-    """UINT8 ``[n, h, w]``: ellipses painted with the oracle's class intensities, plus noise."""
+    """UINT8 ``[n, h, w]``: ellipses painted with the oracle's class intensities, plus noise;
+    every slice differs (a volume)."""
     from aspects_export.oracle import oracle_intensity
 
     rng = np.random.default_rng(seed)
@@ -52,6 +56,11 @@ def phantom_slices(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def phantom_stacks(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """UINT8 ``[n, 3, h, w]``: the 2.5D stacks of ``phantom_slices``, as sent on the wire."""
+    return context_stacks(phantom_slices(n, h, w, seed))
+
+
 def client_for(served: ServedRepository) -> grpcclient.InferenceServerClient:
     return grpcclient.InferenceServerClient(served.server.grpc_url)
 
@@ -62,6 +71,7 @@ def infer(
     model: str = contract.ENSEMBLE_MODEL,
     datatype: str = "UINT8",
 ) -> tuple[np.ndarray, np.ndarray]:
+    """One request of ``slices`` (normally 2.5D stacks ``[N, 3, H, W]``) to ``model``."""
     tensor = grpcclient.InferInput(contract.INPUT_SLICES, list(slices.shape), datatype)
     tensor.set_data_from_numpy(slices)
     outputs = [
@@ -84,10 +94,10 @@ def model_stats(client: grpcclient.InferenceServerClient, model: str) -> dict[st
 def test_oracle_ensemble_equals_in_process_onnxruntime(
     triton_oracle: ServedRepository, oracle_in_process: InProcessEnsemble
 ) -> None:
-    slices = phantom_slices(6, 320, 288, seed=1)
+    slices = phantom_stacks(6, 320, 288, seed=1)
     labels, confidence = infer(client_for(triton_oracle), slices)
     ref_labels, ref_confidence = oracle_in_process(slices)
-    assert labels.dtype == np.uint8 and labels.shape == slices.shape
+    assert labels.dtype == np.uint8 and labels.shape == (6, 320, 288)
     assert confidence.dtype == np.float32 and confidence.shape == (6, contract.NUM_CLASSES)
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_array_equal(confidence, ref_confidence)
@@ -105,10 +115,10 @@ def test_effb3_ensemble_equals_in_process_onnxruntime(
     compared too: Triton serves each step, and its logits must equal in-process ones.
     """
     client = client_for(triton_effb3)
-    slices = phantom_slices(2, 512, 512, seed=2)
+    slices = phantom_stacks(2, 512, 512, seed=2)
     labels, confidence = infer(client, slices)
     ref_labels, ref_confidence = effb3_in_process(slices)
-    assert labels.shape == slices.shape and confidence.shape == (2, contract.NUM_CLASSES)
+    assert labels.shape == (2, 512, 512) and confidence.shape == (2, contract.NUM_CLASSES)
     # same onnxruntime version, graphs and thread count: observed bit-exact; a last-bit
     # difference could flip a pixel sitting exactly at the threshold, hence the tolerance
     agreement = float(np.mean(labels == ref_labels))
@@ -130,7 +140,7 @@ def test_effb3_ensemble_equals_in_process_onnxruntime(
 
 
 def test_batch_above_max_batch_size_is_refused(triton_oracle: ServedRepository) -> None:
-    slices = phantom_slices(contract.MAX_BATCH_SIZE + 1, 64, 64)
+    slices = phantom_stacks(contract.MAX_BATCH_SIZE + 1, 64, 64)
     with pytest.raises(InferenceServerException) as info:
         infer(client_for(triton_oracle), slices)
     message = str(info.value)
@@ -140,7 +150,7 @@ def test_batch_above_max_batch_size_is_refused(triton_oracle: ServedRepository) 
 def test_max_batch_size_is_accepted(
     triton_oracle: ServedRepository, oracle_in_process: InProcessEnsemble
 ) -> None:
-    slices = phantom_slices(contract.MAX_BATCH_SIZE, 96, 80, seed=4)
+    slices = phantom_stacks(contract.MAX_BATCH_SIZE, 96, 80, seed=4)
     labels, _ = infer(client_for(triton_oracle), slices)
     np.testing.assert_array_equal(labels, oracle_in_process(slices)[0])
 
@@ -149,7 +159,7 @@ def test_max_batch_size_is_accepted(
 def test_wrong_dtype_is_refused(
     triton_oracle: ServedRepository, dtype: type, datatype: str
 ) -> None:
-    slices = phantom_slices(2, 64, 64).astype(dtype)
+    slices = phantom_stacks(2, 64, 64).astype(dtype)
     with pytest.raises(InferenceServerException) as info:
         infer(client_for(triton_oracle), slices, datatype=datatype)
     message = str(info.value)
@@ -161,8 +171,8 @@ def test_empty_slice_gets_a_per_request_error_and_the_server_stays_healthy(
 ) -> None:
     """A request the python backend itself refuses (0-sized slice) fails alone."""
     client = client_for(triton_oracle)
-    good = phantom_slices(1, 128, 128, seed=5)
-    empty = np.zeros((1, 0, 128), np.uint8)
+    good = phantom_stacks(1, 128, 128, seed=5)
+    empty = np.zeros((1, contract.NETWORK_CHANNELS, 0, 128), np.uint8)
     with ThreadPoolExecutor(4) as pool:
         bad_future = pool.submit(infer, client, empty)
         good_futures = [pool.submit(infer, client, good) for _ in range(3)]
@@ -174,6 +184,24 @@ def test_empty_slice_gets_a_per_request_error_and_the_server_stays_healthy(
     assert client.is_server_live() and client.is_model_ready(contract.ENSEMBLE_MODEL)
 
 
+@pytest.mark.parametrize(
+    "channels", [None, 1, 4], ids=["no-channel-axis", "1-channel", "4-channel"]
+)
+def test_items_that_are_not_3_channel_stacks_are_refused(
+    triton_oracle: ServedRepository, channels: int | None
+) -> None:
+    """The old contract's [N, H, W] slices, or stacks of the wrong depth, are refused by the
+    ensemble's config (dims [3, -1, -1]) before any step runs."""
+    volume = phantom_slices(2, 64, 64)
+    slices = volume if channels is None else np.repeat(volume[:, None], channels, axis=1)
+    client = client_for(triton_oracle)
+    with pytest.raises(InferenceServerException) as info:
+        infer(client, slices)
+    message = str(info.value)
+    assert contract.INPUT_SLICES in message and "shape" in message, message
+    assert client.is_model_ready(contract.ENSEMBLE_MODEL)
+
+
 # --- sizes and batching ---------------------------------------------------------------------
 
 
@@ -182,11 +210,11 @@ def test_slices_of_different_sizes_come_back_at_their_own_sizes(
 ) -> None:
     client = client_for(triton_oracle)
     sizes = [(512, 512), (200, 300), (640, 480), (97, 131), (256, 256), (1024, 64)]
-    batches = [phantom_slices(1 + i % 3, h, w, seed=10 + i) for i, (h, w) in enumerate(sizes)]
+    batches = [phantom_stacks(1 + i % 3, h, w, seed=10 + i) for i, (h, w) in enumerate(sizes)]
     with ThreadPoolExecutor(len(batches)) as pool:
         results = list(pool.map(lambda s: infer(client, s), batches))
     for slices, (labels, confidence) in zip(batches, results, strict=True):
-        assert labels.shape == slices.shape
+        assert labels.shape == (slices.shape[0], *slices.shape[2:])
         assert confidence.shape == (slices.shape[0], contract.NUM_CLASSES)
         ref_labels, ref_confidence = oracle_in_process(slices)
         np.testing.assert_array_equal(labels, ref_labels)
@@ -200,7 +228,7 @@ def test_concurrent_requests_are_batched(
     client = client_for(triton_oracle)
     before = {m: model_stats(client, m) for m in contract.STEP_MODELS}
     n_requests = 24
-    slices = [phantom_slices(1, 256, 256, seed=100 + i) for i in range(n_requests)]
+    slices = [phantom_stacks(1, 256, 256, seed=100 + i) for i in range(n_requests)]
     with ThreadPoolExecutor(n_requests) as pool:
         results = list(pool.map(lambda s: infer(client_for(triton_oracle), s), slices))
     for one, (labels, _) in zip(slices, results, strict=True):
@@ -232,6 +260,70 @@ def test_concurrent_requests_are_batched(
     print(f"(inferences, executions) per step: {batched}; batch sizes > 1: {multi}")
 
 
+# --- the 2.5D stacks, through the ensemble -------------------------------------------------------
+
+
+def _banded_volume(n: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A volume whose slice k is uniformly painted with the band centre of class
+    ``1 + k % 10``: (slices uint8 [n, h, w], class of each slice [n])."""
+    from aspects_export.oracle import oracle_intensity
+
+    classes = 1 + np.arange(n) % (contract.NUM_CLASSES - 1)
+    values = np.array([oracle_intensity(int(c)) for c in classes], np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(values[:, None, None], (n, h, w))), classes
+
+
+@pytest.mark.parametrize(("n", "hw"), [(1, (64, 96)), (2, (96, 64)), (20, (120, 100))])
+def test_each_item_sees_its_neighbours_through_the_ensemble(
+    triton_context_oracle: ServedRepository, n: int, hw: tuple[int, int]
+) -> None:
+    """The client's stacks reach the network channel by channel: with the strip oracle, the
+    labels of item k in network column strip c are the class of slice clip(k + offset[c]).
+    N = 20 crosses a request boundary (max batch 16), so neighbours come from the volume,
+    not from the request; N = 1, 2 exercise the edge replication."""
+    from aspects_export.oracle import context_oracle_channels
+
+    slices, classes = _banded_volume(n, *hw)
+    segmenter = TritonSegmenter(triton_context_oracle.server.grpc_url)
+    try:
+        labels, confidence = segmenter.infer(slices)
+    finally:
+        segmenter.close()
+    assert labels.shape == (n, *hw) and confidence.shape == (n, contract.NUM_CLASSES)
+    # native column j shows network column nearest_indices(...)[j], i.e. channel strip[j]
+    strip = context_oracle_channels()[nearest_indices(contract.NETWORK_SIZE[1], hw[1])]
+    offsets = np.asarray(contract.CONTEXT_OFFSETS)
+    source = np.clip(np.arange(n)[:, None] + offsets[strip][None, :], 0, n - 1)  # [n, W]
+    expected = np.broadcast_to(classes[source][:, None, :], (n, *hw))
+    np.testing.assert_array_equal(labels, expected)
+    for k in range(n):  # every column strip is there, and shows the right slice
+        seen = {c: set(np.unique(labels[k][:, strip == c]).tolist()) for c in range(3)}
+        want = {c: {int(classes[min(max(k + offsets[c], 0), n - 1)])} for c in range(3)}
+        assert seen == want, (k, seen, want)
+    assert np.all(confidence[np.arange(n), classes] > 0.99)
+
+
+def test_a_batch_mixing_volumes_keeps_each_item_to_itself(
+    triton_context_oracle: ServedRepository,
+) -> None:
+    """Items of two volumes, interleaved in one request: each answers from its own stack."""
+    from aspects_export.oracle import context_oracle_channels
+
+    a, classes_a = _banded_volume(3, 64, 64)
+    b, classes_b = _banded_volume(5, 64, 64)
+    b, classes_b = b[::-1].copy(), classes_b[::-1].copy()  # other classes at the same index
+    stacks_a, stacks_b = context_stacks(a), context_stacks(b)
+    mixed = np.stack([stacks_a[0], stacks_b[0], stacks_a[1], stacks_b[4], stacks_a[2]])
+    labels, _ = infer(client_for(triton_context_oracle), mixed)
+    strip = context_oracle_channels()[nearest_indices(contract.NETWORK_SIZE[1], 64)]
+    for item, (classes, k) in enumerate(
+        [(classes_a, 0), (classes_b, 0), (classes_a, 1), (classes_b, 4), (classes_a, 2)]
+    ):
+        n = len(classes)
+        source = np.clip(k + np.asarray(contract.CONTEXT_OFFSETS)[strip], 0, n - 1)
+        np.testing.assert_array_equal(labels[item], np.broadcast_to(classes[source], (64, 64)))
+
+
 # --- model control, metrics, launcher ---------------------------------------------------------
 
 
@@ -250,7 +342,7 @@ def test_explicit_model_control_load_and_unload(
         client.load_model(contract.ENSEMBLE_MODEL)  # loads its three steps too
         for model in (contract.ENSEMBLE_MODEL, *contract.STEP_MODELS):
             assert client.is_model_ready(model), model
-        slices = phantom_slices(2, 100, 120, seed=7)
+        slices = phantom_stacks(2, 100, 120, seed=7)
         np.testing.assert_array_equal(infer(client, slices)[0], oracle_in_process(slices)[0])
 
         client.unload_model(contract.ENSEMBLE_MODEL, unload_dependents=True)
@@ -279,7 +371,7 @@ def test_metrics_expose_inference_counts(triton_oracle: ServedRepository) -> Non
 
     client = client_for(triton_oracle)
     before = scrape()
-    slices = phantom_slices(3, 64, 64)
+    slices = phantom_stacks(3, 64, 64)
     for _ in range(2):
         infer(client, slices)
     deadline = time.monotonic() + 10

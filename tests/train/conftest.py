@@ -13,7 +13,7 @@ pytest.importorskip("lightning", reason="the [train] extra (lightning, optuna) i
 @pytest.fixture(scope="session")
 def tiny_phantom():
     """48×56×5 phantom (4.8 mm pixels): enough anatomy for a few labelled slices."""
-    from aspects_export.phantom import make_phantom
+    from aspects_synth import make_phantom
 
     return make_phantom(seed=21, in_plane=(48, 56), n_slices=5, slice_mm=8.0)
 
@@ -21,7 +21,7 @@ def tiny_phantom():
 @pytest.fixture(scope="session")
 def tiny_pairs(tmp_path_factory, tiny_phantom) -> list[tuple[str, str]]:
     """The tiny phantom as (volume, labels) .nii.gz files in two voxel orders (RAS, LPS)."""
-    from aspects_export.phantom import reorder
+    from aspects_synth import reorder
 
     d: Path = tmp_path_factory.mktemp("pairs")
     pairs = []

@@ -13,7 +13,7 @@ import pytest
 
 from aspects_client import contract
 from aspects_client.geometry import geometry_of, to_display
-from aspects_export.phantom import reorder
+from aspects_synth import reorder
 from aspects_train.markup import (
     PALETTE,
     MarkupError,

@@ -7,12 +7,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from aspects_client.preprocessing import network_input, resize_image, resize_labels
+from aspects_client import contract
+from aspects_client.preprocessing import (
+    context_stacks,
+    network_input,
+    normalise,
+    resize_image,
+    resize_labels,
+)
 from aspects_client.slicing import prepare
 from aspects_client.volume_io import load_volume
-from aspects_export.phantom import VOXEL_ORDERS, reorder
+from aspects_synth import VOXEL_ORDERS, reorder
 from aspects_train.augment import AugmentConfig, crop_transform, random_crop, warp_pair
-from aspects_train.dataset import CropDataset, SliceDataset
+from aspects_train.dataset import CropDataset, SliceDataset, SynthDataset, stack_input
 from aspects_train.samples import (
     LabelMismatchError,
     SliceStack,
@@ -33,22 +40,40 @@ def test_training_slices_are_the_serving_slices(phantom_small, small_stack):
     assert small_stack.slices.shape == served.slices.shape
 
 
-def test_training_input_is_the_serving_input_bytes(small_stack):
-    """SliceDataset (validation) and an identity crop (training) give network_input's bytes."""
-    ds = SliceDataset([small_stack], labelled_only=False)
-    for n in (0, 4, 8):
-        x, y = ds[n]
-        served = network_input(small_stack.slices[n : n + 1])[0]
-        assert x.numpy().tobytes() == served.tobytes()
-        expected = resize_labels(small_stack.labels[n : n + 1], (512, 512))[0]
-        assert np.array_equal(y.numpy(), expected)
-    image = resize_image(small_stack.slices[4:5])[0]
-    labels = resize_labels(small_stack.labels[4:5], (512, 512))[0]
-    img, lab = warp_pair(image, labels, crop_transform((255.5, 255.5), 512), 512)
-    assert img.tobytes() == image.tobytes() and np.array_equal(lab, labels)
-    from aspects_client.preprocessing import normalise
+HW = contract.NETWORK_SIZE
+N = HW[0]
 
-    assert normalise(img[None]).tobytes() == network_input(small_stack.slices[4:5]).tobytes()
+
+def test_training_input_is_the_serving_input_bytes(small_stack):
+    """SliceDataset (validation) and an identity crop (training) give the bytes of
+    network_input over the client's 2.5D stacks, first and last slice included."""
+    served_stacks = context_stacks(small_stack.slices)
+    ds = SliceDataset([small_stack], labelled_only=False)
+    last = len(small_stack.slices) - 1
+    for n in (0, 4, last):
+        assert np.array_equal(stack_input(small_stack, n), served_stacks[n])
+        x, y = ds[n]
+        served = network_input(served_stacks[n : n + 1])[0]
+        assert x.numpy().tobytes() == served.tobytes()
+        expected = resize_labels(small_stack.labels[n : n + 1], HW)[0]
+        assert np.array_equal(y.numpy(), expected)
+    image = resize_image(served_stacks[4:5])[0]
+    labels = resize_labels(small_stack.labels[4:5], HW)[0]
+    centre = (N - 1) / 2
+    img, lab = warp_pair(image, labels, crop_transform((centre, centre), N), N)
+    assert img.tobytes() == image.tobytes() and np.array_equal(lab, labels)
+    assert normalise(img[None]).tobytes() == network_input(served_stacks[4:5]).tobytes()
+
+
+def test_synth_dataset_is_reproducible_and_new_each_epoch():
+    ds = SynthDataset(samples_per_epoch=4, seed_start=1000, per_head=2)
+    x0, y0 = ds[1]
+    assert x0.shape == (contract.NETWORK_CHANNELS, *HW) and y0.shape == HW
+    assert ds.head_seed(0) == ds.head_seed(1) != ds.head_seed(2)
+    again = SynthDataset(samples_per_epoch=4, seed_start=1000, per_head=2)[1]
+    assert np.array_equal(x0, again[0]) and np.array_equal(y0, again[1])
+    ds.set_epoch(1)
+    assert ds.head_seed(0) not in {SynthDataset(4, 1000, 2).head_seed(i) for i in range(4)}
 
 
 @pytest.mark.parametrize("order", VOXEL_ORDERS)
@@ -92,19 +117,19 @@ def test_stack_from_files_refuses_misfits(tmp_path, phantom_small):
 
 
 def _sample(small_stack):
-    image = resize_image(small_stack.slices[4:5])[0]
-    labels = resize_labels(small_stack.labels[4:5], (512, 512))[0]
+    image = resize_image(context_stacks(small_stack.slices)[4:5])[0]
+    labels = resize_labels(small_stack.labels[4:5], HW)[0]
     return image, labels
 
 
 def test_flip_mirrors_image_and_keeps_every_label(small_stack):
     """Classes are hemisphere-agnostic: a mirrored slice has mirrored labels, same values."""
     image, labels = _sample(small_stack)
-    centre = (200.0, 260.0)
-    img, lab = warp_pair(image, labels, crop_transform(centre, 256, 7.0, 1.1), 256)
-    fimg, flab = warp_pair(image, labels, crop_transform(centre, 256, 7.0, 1.1, flip=True), 256)
+    centre = (100.0, 130.0)
+    img, lab = warp_pair(image, labels, crop_transform(centre, 128, 7.0, 1.1), 128)
+    fimg, flab = warp_pair(image, labels, crop_transform(centre, 128, 7.0, 1.1, flip=True), 128)
     assert np.array_equal(flab, lab[:, ::-1])
-    np.testing.assert_allclose(fimg, img[:, ::-1], atol=0.01)  # OpenCV fixed-point weights
+    np.testing.assert_allclose(fimg, img[:, :, ::-1], atol=0.01)  # OpenCV fixed-point weights
     assert set(np.unique(flab)) == set(np.unique(lab)) and len(np.unique(lab)) > 3
 
 
@@ -112,7 +137,7 @@ def test_rotation_and_scale_keep_labels_exact_classes(small_stack):
     image, labels = _sample(small_stack)
     rng = np.random.default_rng(0)
     for _ in range(5):
-        img, lab = random_crop(image, labels, 192, rng, AugmentConfig())
+        img, lab = random_crop(image, labels, 96, rng, AugmentConfig())
         assert lab.dtype == np.uint8 and set(np.unique(lab)) <= set(np.unique(labels))
         assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 255
 

@@ -34,6 +34,20 @@ def test_document_validates_and_is_json(result) -> None:
     validate(result.document)
     text = dumps(result.document)
     assert text.startswith('{"schema_version"')
+    assert result.document["schema_version"] == contract.SCHEMA_VERSION == "1.1.0"
+
+
+def test_phantom_truth_passes_qc(result) -> None:
+    """The exact labels of the default phantom (seed 3, an untilted level split) pass every
+    check; the numbers behind each check are reported."""
+    qc = result.document["qc"]
+    assert qc["passed"] and qc["flags"] == [], qc["flags"]
+    asym = qc["checks"]["asymmetry"]["values"]
+    assert set(asym) == set(contract.REGION_KEYS)
+    assert 0 < max(v["asymmetry"] for v in asym.values()) <= contract.QC_ASYMMETRY_MAX
+    assert qc["checks"]["level_consistency"]["values"] == []
+    head = qc["checks"]["outside_head"]
+    assert head["value"] == 0.0 and len(head["values"]) == 19  # 19 of 20 slices labelled
 
 
 @pytest.mark.parametrize(
@@ -44,6 +58,9 @@ def test_document_validates_and_is_json(result) -> None:
         lambda d: d["slices"][0]["regions"]["m1"].update(x=[]),
         lambda d: d["source"].update(axcodes="XYZ"),
         lambda d: d["summary"]["m1"]["r"].update(volume_ml=-1),
+        lambda d: d.pop("qc"),
+        lambda d: d["qc"].update(flags="none"),
+        lambda d: d["qc"]["checks"]["asymmetry"].pop("passed"),
     ],
 )
 def test_schema_rejects_broken_documents(result, breakage) -> None:
@@ -97,6 +114,8 @@ def test_overlay_is_radiological(result) -> None:
     assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[0] >= 384 and img.shape[1] >= 384 * 3
+    # QC passed: no banner, the header is title + note, the tiles follow
+    assert img.shape[0] == 56 + 2 * 384
     # Re-render one slice with only right-hemisphere polygons of one region
     from aspects_client.contours import SliceContours
     from aspects_client.overlay import TILE_PX, render_overlay

@@ -19,7 +19,8 @@ from aspects_export import graphs, numeric_check, oracle
 
 H, W = contract.NETWORK_SIZE
 C = contract.NUM_CLASSES
-SIZES = [(512, 512), (256, 320), (600, 480), (7, 13)]
+CH = contract.NETWORK_CHANNELS
+SIZES = [(512, 512), (H, W), (256, 320), (600, 480), (7, 13)]
 
 _ONNX_DTYPES = {"TYPE_UINT8": onnx.TensorProto.UINT8, "TYPE_FP32": onnx.TensorProto.FLOAT}
 
@@ -87,19 +88,35 @@ def test_small_graphs_pass_checker_and_match_contract(small_dir: Path, name: str
 @pytest.mark.parametrize("hw", SIZES)
 def test_preprocess_matches_reference(sessions: dict, hw: tuple[int, int]) -> None:
     rng = np.random.default_rng(hw[0])
-    slices = rng.integers(0, 256, (2, *hw), dtype=np.uint8)
-    (image,) = sessions["preprocess"].run(None, {contract.INPUT_SLICES: slices})
-    ref = pp.network_input(slices)
-    assert image.shape == ref.shape == (2, 3, H, W) and image.dtype == np.float32
+    stacks = rng.integers(0, 256, (2, CH, *hw), dtype=np.uint8)  # channels differ
+    (image,) = sessions["preprocess"].run(None, {contract.INPUT_SLICES: stacks})
+    ref = pp.network_input(stacks)
+    assert image.shape == ref.shape == (2, CH, H, W) and image.dtype == np.float32
     assert np.abs(image - ref).max() <= numeric_check.MAX_IMAGE_ABS_DIFF
     if hw == (H, W):
         np.testing.assert_array_equal(image, ref)
 
 
+def test_preprocess_keeps_channels_apart(sessions: dict) -> None:
+    """Channel c of IMAGE comes from channel c of SLICES only, with channel c's mean/std."""
+    stacks = np.zeros((1, CH, 40, 60), np.uint8)
+    stacks[0, 2] = 255
+    (image,) = sessions["preprocess"].run(None, {contract.INPUT_SLICES: stacks})
+    for c in range(CH):
+        v = 1.0 if c == 2 else 0.0
+        expected = (v - contract.IMAGENET_MEAN[c]) / contract.IMAGENET_STD[c]
+        np.testing.assert_allclose(image[0, c], expected, rtol=0, atol=1e-5)
+
+
+def test_preprocess_refuses_slices_without_channels(sessions: dict) -> None:
+    with pytest.raises(Exception, match=r"(?i)rank|dimension|shape"):
+        sessions["preprocess"].run(None, {contract.INPUT_SLICES: np.zeros((1, H, W), np.uint8)})
+
+
 @pytest.mark.parametrize("hw", [*SIZES, (320, 512), (1, 1)])
 def test_postprocess_matches_reference_exactly(sessions: dict, hw: tuple[int, int]) -> None:
     logits = numeric_check.stress_logits(2, seed=hw[0])
-    slices = np.zeros((2, *hw), np.uint8)
+    slices = np.zeros((2, CH, *hw), np.uint8)
     labels, conf = sessions["postprocess"].run(
         None, {contract.TENSOR_LOGITS: logits, contract.INPUT_SLICES: slices}
     )
@@ -115,7 +132,7 @@ def test_postprocess_label_resize_is_the_exact_formula(sessions: dict, out: int)
     """Sizes where cv2.INTER_NEAREST_EXACT is off by one at ties: the graph follows the formula."""
     labels = (np.arange(H) % 11).astype(np.uint8)[None, :, None].repeat(W, axis=2)  # row code
     logits = np.where(np.arange(C)[None, :, None, None] == labels[:, None], 30.0, 0.0)
-    slices = np.zeros((1, out, out), np.uint8)
+    slices = np.zeros((1, CH, out, out), np.uint8)
     got, _ = sessions["postprocess"].run(
         None,
         {contract.TENSOR_LOGITS: logits.astype(np.float32), contract.INPUT_SLICES: slices},
@@ -124,19 +141,28 @@ def test_postprocess_label_resize_is_the_exact_formula(sessions: dict, out: int)
     np.testing.assert_array_equal(got[0, :, 0], labels[0, rows, 0])
 
 
-@pytest.mark.parametrize(("area", "kept"), [(63, False), (64, True)])
+AREA = contract.MIN_AREA_PIXELS
+
+
+@pytest.mark.parametrize(("area", "kept"), [(AREA - 1, False), (AREA, True)])
 def test_postprocess_min_area_boundary(sessions: dict, area: int, kept: bool) -> None:
     labels = np.zeros((2, H, W), np.uint8)
     labels[0].flat[np.arange(area) * 41] = 9
-    labels[1, 100:108, 100:108] = 9  # exactly 64 in the other slice: kept there
+    labels[1, 100 : 100 + AREA // 4, 100:104] = 9  # exactly AREA in the other slice: kept there
     logits = np.where(np.arange(C)[None, :, None, None] == labels[:, None], 12.0, 0.0)
+    stacks = np.repeat(labels[:, None], CH, axis=1)  # native size = network size
     got, conf = sessions["postprocess"].run(
         None,
-        {contract.TENSOR_LOGITS: logits.astype(np.float32), contract.INPUT_SLICES: labels},
+        {contract.TENSOR_LOGITS: logits.astype(np.float32), contract.INPUT_SLICES: stacks},
     )
     assert (got[0] == 9).sum() == (area if kept else 0)
-    assert (got[1] == 9).sum() == 64
+    assert (got[1] == 9).sum() == AREA
     assert bool(conf[0, 9] > 0) is kept
+
+
+def test_postprocess_min_area_comes_from_the_contract() -> None:
+    meta = {p.key: p.value for p in graphs.postprocess_model().metadata_props}
+    assert meta["min_area_pixels"] == str(contract.MIN_AREA_PIXELS)
 
 
 def test_postprocess_thresholds_are_parameters(tmp_path: Path) -> None:
@@ -150,7 +176,8 @@ def test_postprocess_thresholds_are_parameters(tmp_path: Path) -> None:
     logits[0, 6, 20:29, 20:30] = 10.0  # 90 px of class 6 (p ~ 1): below min area
     sess = _session(path)
     got, _ = sess.run(
-        None, {contract.TENSOR_LOGITS: logits, contract.INPUT_SLICES: np.zeros((1, H, W), np.uint8)}
+        None,
+        {contract.TENSOR_LOGITS: logits, contract.INPUT_SLICES: np.zeros((1, CH, H, W), np.uint8)},
     )
     ref, _ = pp.postprocess(logits, (H, W), threshold_prob=0.7, min_area=100)
     np.testing.assert_array_equal(got, ref)
@@ -178,8 +205,9 @@ def test_oracle_bands_and_intensities() -> None:
 
 
 def test_oracle_chain_gives_the_known_answer(sessions: dict) -> None:
-    """Painted slice at a non-512 size → preprocess → oracle → postprocess = the painted classes
-    everywhere except within one pixel of a region boundary."""
+    """Painted slices at a non-network size → 2.5D stacks → preprocess → oracle → postprocess =
+    each slice's own painted classes (the oracle reads the centre channel; the two slices differ,
+    so a neighbour channel would show) everywhere except near a region boundary."""
     hw = (256, 320)
     truth = np.zeros((2, *hw), np.uint8)
     for k in range(1, C):
@@ -187,11 +215,12 @@ def test_oracle_chain_gives_the_known_answer(sessions: dict) -> None:
         truth[0, 20 + r * 110 : 20 + r * 110 + 90, 10 + c * 62 : 10 + c * 62 + 50] = k
     truth[1] = truth[0][::-1]
     lut = np.array([oracle.oracle_intensity(k) for k in range(C)], np.uint8)
-    slices = lut[truth]
-    (image,) = sessions["preprocess"].run(None, {contract.INPUT_SLICES: slices})
+    stacks = pp.context_stacks(lut[truth])
+    (image,) = sessions["preprocess"].run(None, {contract.INPUT_SLICES: stacks})
     (logits,) = sessions["unet"].run(None, {contract.TENSOR_IMAGE: image})
+    np.testing.assert_array_equal(logits, oracle.oracle_logits(image))  # the NumPy twin
     labels, conf = sessions["postprocess"].run(
-        None, {contract.TENSOR_LOGITS: logits, contract.INPUT_SLICES: slices}
+        None, {contract.TENSOR_LOGITS: logits, contract.INPUT_SLICES: stacks}
     )
     kernel = np.ones((3, 3), np.uint8)  # pixels with a differently painted 8-neighbour
     edge = np.stack([cv2.dilate(t, kernel) != cv2.erode(t, kernel) for t in truth])
@@ -204,6 +233,36 @@ def test_oracle_graph_matches_contract(small_dir: Path) -> None:
     model = onnx.load(str(small_dir / "unet.onnx"))
     _assert_matches_contract(model, contract.UNET_MODEL)
     assert len(model.graph.initializer) == 0 and len(model.graph.node) < 25
+    context = oracle.context_oracle_model()
+    graphs.check(context)
+    _assert_matches_contract(context, contract.UNET_MODEL)
+
+
+def test_oracle_reads_only_the_centre_channel(sessions: dict) -> None:
+    image = np.zeros((1, CH, H, W), np.float32)
+    for c, k in enumerate((3, 7, 9)):  # a different band in each channel
+        u = oracle.oracle_intensity(k) / contract.PIXEL_SCALE
+        image[0, c] = (u - contract.IMAGENET_MEAN[c]) / contract.IMAGENET_STD[c]
+    (logits,) = sessions["unet"].run(None, {contract.TENSOR_IMAGE: image})
+    assert (logits.argmax(1) == 7).all()
+    assert oracle.ORACLE_CHANNEL == 1
+
+
+def test_context_oracle_strips_read_one_channel_each(tmp_path: Path) -> None:
+    """The strip variant: network column strip c answers from channel c."""
+    sess = _session(oracle.export_oracle_unet(tmp_path / "unet.onnx", context=True))
+    strips = oracle.context_oracle_channels()
+    assert strips.shape == (W,) and strips[0] == 0 and strips[-1] == CH - 1
+    assert np.all(np.diff(strips) >= 0) and set(strips.tolist()) == set(range(CH))
+    bands = (2, 5, 10)
+    stacks = np.stack(
+        [np.full((1, 30, 50), oracle.oracle_intensity(k), np.uint8) for k in bands], axis=1
+    )
+    image = pp.network_input(stacks)
+    (logits,) = sess.run(None, {contract.TENSOR_IMAGE: image})
+    np.testing.assert_array_equal(logits, oracle.oracle_logits(image, context=True))
+    got = logits.argmax(1)[0]  # [H, W]
+    np.testing.assert_array_equal(got, np.broadcast_to(np.array(bands)[strips], (H, W)))
 
 
 def test_check_all_with_oracle_skips_torch(small_dir: Path) -> None:
@@ -226,7 +285,7 @@ def test_unet_export_matches_contract_and_torch(effb3) -> None:
     _assert_matches_contract(onnx_model, contract.UNET_MODEL)
     meta = {p.key: p.value for p in onnx_model.metadata_props}
     assert "UNTRAINED" in meta["checkpoint"]
-    image = pp.network_input(numeric_check.synthetic_slices(2))
+    image = pp.network_input(pp.context_stacks(numeric_check.synthetic_slices(2)))
     (logits,) = _session(d / "unet.onnx").run(None, {contract.TENSOR_IMAGE: image})  # batch 2
     with torch.no_grad():
         expected = model(torch.from_numpy(image[:1])).numpy()
@@ -290,7 +349,7 @@ def test_postprocess_confidence_matches_reference_when_min_area_removes_pixels(t
 
     path = export_postprocess(tmp_path / "post.onnx")
     logits = stress_logits(2)
-    slices = np.zeros((2, 512, 512), np.uint8)
+    slices = np.zeros((2, c.NETWORK_CHANNELS, 512, 512), np.uint8)  # a 512 x 512 native size
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     labels, conf = sess.run(None, {c.TENSOR_LOGITS: logits, c.INPUT_SLICES: slices})
     ref_labels, ref_conf = postprocess(logits, (512, 512))

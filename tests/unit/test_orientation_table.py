@@ -20,7 +20,7 @@ from aspects_client.geometry import to_display
 from aspects_client.rasterize import rasterize_document
 from aspects_client.slicing import prepare
 from aspects_client.volume_io import load_volume
-from aspects_export.phantom import make_phantom, reorder
+from aspects_synth import make_phantom, reorder
 
 # (name, make_phantom kwargs): non-square, non-512 in-plane sizes, one slice, oblique grid
 SHAPES = {

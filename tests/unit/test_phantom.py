@@ -13,7 +13,7 @@ import pytest
 from nibabel.affines import apply_affine
 
 from aspects_client import contract
-from aspects_export.phantom import (
+from aspects_synth import (
     VOXEL_ORDERS,
     AtlasUnavailableError,
     Phantom,
@@ -21,7 +21,7 @@ from aspects_export.phantom import (
     make_phantom,
     reorder,
 )
-from aspects_export.phantom import atlas as atlas_mod
+from aspects_synth import atlas as atlas_mod
 
 RIGHT = contract.HEMISPHERE_CODES[contract.HEMISPHERE_RIGHT]
 LEFT = contract.HEMISPHERE_CODES[contract.HEMISPHERE_LEFT]

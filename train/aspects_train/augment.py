@@ -1,4 +1,4 @@
-"""Augmentations suited to DWI slices, as small pure functions on 512×512 arrays.
+"""Augmentations suited to DWI slices, as small pure functions on network-size arrays.
 
 Geometric ones (rotation, scaling, translation, left/right flip) are one affine warp that
 also takes the crop: bilinear for the image, nearest for the labels, so labels stay exact
@@ -55,12 +55,15 @@ def crop_transform(
 def warp_pair(
     image: np.ndarray, labels: np.ndarray, matrix: np.ndarray, crop: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """image float32 [H, W] and labels uint8 [H, W] → crops [crop, crop] under ``matrix``
-    (outside the slice: 0 = background / black)."""
+    """image float32 [C, H, W] and labels uint8 [H, W] → crops [C, crop, crop] and
+    [crop, crop] under ``matrix`` (outside the slice: 0 = background / black)."""
     size = (crop, crop)
-    img = cv2.warpAffine(
-        image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-    )
+    img = np.stack([
+        cv2.warpAffine(
+            ch, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
+        for ch in image
+    ])
     lab = cv2.warpAffine(
         labels, matrix, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
@@ -86,11 +89,11 @@ def jitter_intensity(
     image: np.ndarray, rng: np.random.Generator, config: AugmentConfig
 ) -> np.ndarray:
     """Gamma, contrast/brightness, bias field and Gaussian noise on a 0–255 float32 image
-    [H, W]; clipped back to 0–255."""
+    [C, H, W] (the same draw for every channel); clipped back to 0–255."""
     x = np.clip(image, 0, 255) / 255.0
     x = np.power(x, rng.uniform(*config.gamma), dtype=np.float32) * 255.0
     x = x * rng.uniform(*config.contrast) + rng.uniform(-config.brightness, config.brightness)
-    x = x * bias_field(rng, image.shape, rng.uniform(0, config.bias_strength))
+    x = x * bias_field(rng, image.shape[-2:], rng.uniform(0, config.bias_strength))
     sigma = rng.uniform(*config.noise_sigma)
     if sigma > 0:
         x = x + rng.normal(0.0, sigma, image.shape).astype(np.float32)
@@ -105,12 +108,13 @@ def random_crop(
     config: AugmentConfig,
     foreground_prob: float = 0.85,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """An augmented ``crop``×``crop`` sample of a 512×512 float32 image and uint8 labels.
+    """An augmented ``crop``×``crop`` sample of a float32 image [C, h, w] and uint8 labels
+    [h, w] at network size.
 
     The centre is a random labelled pixel (probability ``foreground_prob``, jittered by a
     quarter crop) or a uniform position; then rotation, scale, flip and intensity jitter.
     """
-    h, w = image.shape
+    h, w = image.shape[-2:]
     fg = np.flatnonzero(labels) if rng.random() < foreground_prob else np.empty(0, np.intp)
     if fg.size:
         cy, cx = divmod(int(fg[rng.integers(fg.size)]), w)

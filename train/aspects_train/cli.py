@@ -38,6 +38,14 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=d.out_dir, help="run directory (checkpoints, logs, recipe)")
     p.add_argument("--train", help="manifest of labelled training pairs (default: phantoms)")
     p.add_argument("--val", help="manifest of labelled validation pairs (default: phantoms)")
+    p.add_argument(
+        "--source",
+        choices=("synth", "phantoms"),
+        default=d.source,
+        help="without --train: domain-randomised synthetic heads (default) or b1000 phantoms",
+    )
+    p.add_argument("--synth-per-head", type=int, default=d.synth_per_head)
+    p.add_argument("--synth-val", type=int, default=d.synth_val)
     p.add_argument("--train-phantoms", type=int, default=d.train_phantoms)
     p.add_argument("--val-phantoms", type=int, default=d.val_phantoms)
     p.add_argument("--crop", type=int, default=d.crop, help="crop edge at 512×512 scale (px)")

@@ -13,10 +13,10 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from .augment import AugmentConfig
-from .dataset import CropDataset, SliceDataset
+from .dataset import CropDataset, FixedDataset, SliceDataset, SynthDataset
 from .module import MONITOR, SegmentationModule
 from .samples import (
     TRAIN_SEED_START,
@@ -36,6 +36,9 @@ class FitConfig:
     """Everything a run depends on (saved as ``recipe.json`` beside its checkpoints)."""
 
     out_dir: str = "runs/train"
+    source: str = "synth"  # synth (domain-randomised heads) | phantoms (b1000 phantoms)
+    synth_per_head: int = 4  # samples drawn from each synthetic head
+    synth_val: int = 48  # fixed domain-randomised validation samples
     train_phantoms: int = 48
     val_phantoms: int = 2
     train_pairs: list[tuple[str, str]] = field(default_factory=list)  # (volume, labels) NIfTI
@@ -93,7 +96,7 @@ class EpochData(Callback):
     """Give the crop dataset its epoch (fresh, reproducible crops) and print one line per
     validation (readable in a log file when the progress bar is off)."""
 
-    def __init__(self, dataset: CropDataset, log_lines: bool) -> None:
+    def __init__(self, dataset: CropDataset | SynthDataset, log_lines: bool) -> None:
         self.dataset = dataset
         self.log_lines = log_lines
         self.started = time.monotonic()
@@ -148,18 +151,29 @@ def fit(config: FitConfig, extra_callbacks: Sequence[Callback] = ()) -> FitResul
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
-    train_stacks = load_stacks(
-        config.train_pairs, config.train_phantoms, TRAIN_SEED_START, config.progress
-    )
+    if config.source not in ("synth", "phantoms"):
+        raise ValueError(f"source must be synth or phantoms, got {config.source!r}")
+    synthetic = config.source == "synth" and not config.train_pairs
+    if synthetic:
+        train_set: CropDataset | SynthDataset = SynthDataset(
+            config.samples_per_epoch, TRAIN_SEED_START, config.synth_per_head, config.seed
+        )
+    else:
+        train_stacks = load_stacks(
+            config.train_pairs, config.train_phantoms, TRAIN_SEED_START, config.progress
+        )
+        train_set = CropDataset(
+            train_stacks,
+            crop=config.crop,
+            samples_per_epoch=config.samples_per_epoch,
+            augment=AugmentConfig(**config.augment),
+            seed=config.seed,
+        )
     val_stacks = load_stacks(config.val_pairs, config.val_phantoms, VAL_SEED_START, False)
-    train_set = CropDataset(
-        train_stacks,
-        crop=config.crop,
-        samples_per_epoch=config.samples_per_epoch,
-        augment=AugmentConfig(**config.augment),
-        seed=config.seed,
-    )
-    val_set = SliceDataset(val_stacks)
+    val_set: SliceDataset | ConcatDataset = SliceDataset(val_stacks)
+    if synthetic and config.synth_val > 0 and not config.val_pairs:
+        held = SynthDataset(config.synth_val, VAL_SEED_START, config.synth_per_head, seed=1)
+        val_set = ConcatDataset([val_set, FixedDataset(held, config.synth_val)])
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=False)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False)
 

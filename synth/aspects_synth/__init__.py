@@ -5,7 +5,7 @@ wheel (Apache-2.0), downloaded once into a cache; see ``atlas``.
 """
 
 from .atlas import Atlas, AtlasUnavailableError, ensure_atlas, load_atlas, verify_cache
-from .synth import Phantom, make_phantom
+from .phantom import Phantom, make_phantom
 from .voxel_order import VOXEL_ORDERS, reorder
 
 __all__ = [

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
-from .synth import Phantom
+from .phantom import Phantom
 
 # A representative table: RAS+, the DICOM/ITK LPS, FSL's radiological LAS, slice flips,
 # and permuted axes (sagittal-, coronal-first storage).

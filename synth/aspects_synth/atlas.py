@@ -33,14 +33,31 @@ _REF = "rapidtide/data/reference/"
 ATLAS_FILE = "ASPECTS_2mm.nii.gz"
 REGIONS_FILE = "ASPECTS_regions.txt"
 TISSUE_FILE = "MNI152_T1_1mm_Brain_FAST_seg.nii.gz"
+BRAIN_MASK_FILE = "MNI152_T1_1mm_Brain_Mask.nii.gz"
+HEAD_FILE = "MNI152_T1_3mm.nii.gz"  # the T1 head template with scalp and skull
+TERRITORY_FILE = "JHU-ArterialTerritoriesNoVent-LVL1_space-MNI152NLin6Asym_2mm.nii.gz"
+TERRITORY_NAMES_FILE = "JHU-ArterialTerritoriesNoVent-LVL1_regions.txt"
 LICENSE_FILE = "LICENSE"
-DATA_FILES: tuple[str, ...] = (ATLAS_FILE, REGIONS_FILE, TISSUE_FILE, LICENSE_FILE)
+DATA_FILES: tuple[str, ...] = (
+    ATLAS_FILE,
+    REGIONS_FILE,
+    TISSUE_FILE,
+    BRAIN_MASK_FILE,
+    HEAD_FILE,
+    TERRITORY_FILE,
+    TERRITORY_NAMES_FILE,
+    LICENSE_FILE,
+)
 # sha256 of each extracted file (pinned by WHEEL_SHA256; kept here so a cache is checked
 # against constants, not only against its own manifest).
 FILE_SHA256: dict[str, str] = {
     ATLAS_FILE: "265284995fbae871e8c8fb6ff4fad821ee54b7602121f63d71641aae2d70881f",
     REGIONS_FILE: "9b55cd34e57cce438f0420a41b34d1bdb8a6cf645f1617088c1ef38b4a96fe8b",
     TISSUE_FILE: "6e92f141d0cbc24f74b6e928f3ce41731672d71db6e93f66eb08cc0e58d7f8d3",
+    BRAIN_MASK_FILE: "e7d993278e6ddf66823e6239c6e5e67c8c45af4b70697278a3c8d991352ddb14",
+    HEAD_FILE: "8666b0b9597bea6fc47bd9585175ac4787689bda560ef0fd593a04c5e04b4245",
+    TERRITORY_FILE: "e7d8ef2b8a116c1c17af684bbe432b16183b0f59a142a07f884ef0d94787c331",
+    TERRITORY_NAMES_FILE: "ec448632a06d0cd15c3b74a8f61db6a35f81d827c1034903de18c2279b699c55",
     LICENSE_FILE: "a6cba85bc92e0cff7a450b1d873c0eaa2e9fc96bf472df0247a26bec77bf3ff9",
 }
 MANIFEST_FILE = "manifest.json"
@@ -134,7 +151,7 @@ def _download_wheel(workdir: Path) -> Path:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise AtlasUnavailableError(
             f"downloading rapidtide=={RAPIDTIDE_VERSION} failed ({tail[0]}); {hint}, then "
-            f"call aspects_export.phantom.atlas.install_from_wheel('<dir>/{WHEEL_NAME}')"
+            f"call aspects_synth.atlas.install_from_wheel('<dir>/{WHEEL_NAME}')"
         )
     return wheel
 
@@ -197,7 +214,10 @@ class Atlas:
     ``classes`` / ``hemispheres``: uint8 [91, 109, 91] in the atlas grid (2 mm MNI), contract
     class 0..10 and hemisphere code (0 none, ``contract.HEMISPHERE_CODES``).
     ``atlas_affine``: 4×4 voxel → MNI mm.  ``tissue``: uint8 [182, 218, 182] FAST codes
-    (0 bg, 1 CSF, 2 GM, 3 WM) with ``tissue_affine`` (1 mm MNI).
+    (0 bg, 1 CSF, 2 GM, 3 WM) with ``tissue_affine`` (1 mm MNI); ``brain_mask`` bool, same
+    grid.  ``head``: float32 [60, 72, 60] MNI152 T1 head (scalp, skull, eyes) with
+    ``head_affine`` (3 mm).  ``territories``: uint8 [91, 109, 91] JHU arterial territories
+    (level 1, values 1..30, names in ``territory_names``) on the atlas grid.
     """
 
     classes: np.ndarray
@@ -205,6 +225,11 @@ class Atlas:
     atlas_affine: np.ndarray
     tissue: np.ndarray
     tissue_affine: np.ndarray
+    brain_mask: np.ndarray
+    head: np.ndarray
+    head_affine: np.ndarray
+    territories: np.ndarray
+    territory_names: tuple[str, ...]
 
 
 def parse_region_names(text: str) -> dict[int, tuple[int, int]]:
@@ -245,14 +270,33 @@ def load_atlas() -> Atlas:
     classes, hemispheres = _lookup(np.asanyarray(atlas_img.dataobj), lut)
     tissue_img = nib.load(directory / TISSUE_FILE)
     tissue = np.rint(np.asanyarray(tissue_img.dataobj)).astype(np.uint8)
+    mask_img = nib.load(directory / BRAIN_MASK_FILE)
+    brain_mask = np.asanyarray(mask_img.dataobj) > 0
+    head_img = nib.load(directory / HEAD_FILE)
+    head = np.asanyarray(head_img.dataobj).astype(np.float32)
+    terr_img = nib.load(directory / TERRITORY_FILE)
+    territories = np.rint(np.asanyarray(terr_img.dataobj)).astype(np.uint8)
+    names = tuple((directory / TERRITORY_NAMES_FILE).read_text().split())
+    for img, ref in ((mask_img, tissue_img), (terr_img, atlas_img)):
+        if not np.allclose(img.affine, ref.affine) or img.shape != ref.shape:
+            raise AtlasUnavailableError(f"{img.get_filename()} is not on its reference grid")
     # C order, so flat views (reshape(-1)) never copy.
-    classes, hemispheres, tissue = (np.ascontiguousarray(a) for a in (classes, hemispheres, tissue))
-    for arr in (classes, hemispheres, tissue):
+    arrays = [
+        np.ascontiguousarray(a)
+        for a in (classes, hemispheres, tissue, brain_mask, head, territories)
+    ]
+    for arr in arrays:
         arr.setflags(write=False)
+    classes, hemispheres, tissue, brain_mask, head, territories = arrays
     return Atlas(
         classes=classes,
         hemispheres=hemispheres,
         atlas_affine=atlas_img.affine.copy(),
         tissue=tissue,
         tissue_affine=tissue_img.affine.copy(),
+        brain_mask=brain_mask,
+        head=head,
+        head_affine=head_img.affine.copy(),
+        territories=territories,
+        territory_names=names,
     )

@@ -1,0 +1,396 @@
+"""Quality control on every result: checks a user can act on, reported in the document.
+
+Three checks, thresholds in ``contract`` (``QC_*``):
+
+1. ``asymmetry``: per region, the left/right volume asymmetry from the document's
+   ``summary`` (the patient's hemispheres as already decided by the mid-sagittal plane);
+2. ``level_consistency``: ganglionic and supraganglionic regions in one slice and one
+   hemisphere (they belong to different ASPECTS levels), from the per-slice ``areas``;
+3. ``outside_head``: labelled pixels where the windowed image shows no head.
+
+``quality_control`` assembles them into the document's ``qc`` object::
+
+    {"passed": bool, "flags": [str, ...],
+     "checks": {"asymmetry": {...}, "level_consistency": {...}, "outside_head": {...}}}
+
+Each check holds ``passed``, ``value``/``values``, ``threshold`` and ``message`` (what the
+user can do).  Flags and messages are plain ASCII (the overlay draws them with OpenCV).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import contract
+
+_SIDE_NAME = {contract.HEMISPHERE_RIGHT: "right", contract.HEMISPHERE_LEFT: "left"}
+_DECIMALS = 4
+
+
+def region_label(key: str) -> str:
+    """'l' -> 'lentiform nucleus (L)': the region's name and its overlay legend key."""
+    return f"{contract.REGION_BY_KEY[key].name} ({key.upper()})"
+
+
+# --- 1. left/right asymmetry --------------------------------------------------------------
+
+
+def asymmetry(volume_r: float, volume_l: float) -> float:
+    """|V_r - V_l| / max(V_r, V_l) of two non-negative volumes (any one unit); 0 when both
+    are 0; 1 when exactly one side is empty."""
+    larger = max(volume_r, volume_l)
+    return abs(volume_r - volume_l) / larger if larger > 0 else 0.0
+
+
+def check_asymmetry(
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    *,
+    max_asymmetry: float = contract.QC_ASYMMETRY_MAX,
+    min_volume_ml: float = contract.QC_ASYMMETRY_MIN_VOLUME_ML,
+    plane_method: str | None = None,
+) -> dict[str, Any]:
+    """Flag regions whose patient-right and patient-left volumes differ too much.
+
+    summary: the document's ``summary`` ({region: {"r"|"l": {"voxels", "volume_ml"}}}).
+    The ratio is taken on voxel counts (exact; both sides share one voxel volume), the
+    minimum on ``volume_ml`` (mL): a region is flagged when asymmetry > max_asymmetry and
+    its larger side holds >= min_volume_ml.  A region on one side only has asymmetry 1.
+    plane_method: the document's ``midsagittal_plane.method``; "fov-centre" (no usable
+    bilateral pair, the field of view's centre was taken) is mentioned in the message.
+    """
+    r_key, l_key = contract.HEMISPHERE_RIGHT, contract.HEMISPHERE_LEFT
+    values: dict[str, Any] = {}
+    flagged: list[str] = []
+    flags: list[str] = []
+    for key in contract.REGION_KEYS:
+        entry = summary.get(key, {})
+        vox = {h: int(entry.get(h, {}).get("voxels", 0)) for h in (r_key, l_key)}
+        ml = {h: float(entry.get(h, {}).get("volume_ml", 0.0)) for h in (r_key, l_key)}
+        value = asymmetry(vox[r_key], vox[l_key])
+        is_flagged = value > max_asymmetry and max(ml.values()) >= min_volume_ml
+        values[key] = {
+            "asymmetry": round(value, _DECIMALS),
+            "volume_ml": ml,
+            "flagged": is_flagged,
+        }
+        if not is_flagged:
+            continue
+        flagged.append(key)
+        present = [h for h in (r_key, l_key) if vox[h] > 0]
+        if len(present) == 1:
+            side = present[0]
+            other = l_key if side == r_key else r_key
+            flags.append(
+                f"{region_label(key)}: only in the {_SIDE_NAME[side]} hemisphere "
+                f"({ml[side]:.2f} mL), none on the {_SIDE_NAME[other]}"
+            )
+        else:
+            flags.append(
+                f"{region_label(key)}: left/right volume asymmetry {_pct(value)} "
+                f"(> {_pct(max_asymmetry)}; R {ml[r_key]:.2f} mL, L {ml[l_key]:.2f} mL)"
+            )
+    passed = not flagged
+    if passed:
+        message = (
+            f"Every region's left/right volume asymmetry is within {_pct(max_asymmetry)} "
+            f"(regions under {min_volume_ml:g} mL on both sides are not judged)."
+        )
+    else:
+        message = (
+            f"{len(flagged)} region(s) differ between the patient's hemispheres by more than "
+            f"{_pct(max_asymmetry)} ({', '.join(k.upper() for k in flagged)}): check the head "
+            "position (tilt/rotation, mid-sagittal plane) and the image contrast, then review "
+            "these regions on the overlay before using their volumes or scores."
+        )
+        if plane_method == "fov-centre":
+            message += (
+                " The mid-sagittal plane could not be estimated from the labels and was set "
+                "at the centre of the field of view: the left/right split may be wrong."
+            )
+    return {
+        "passed": passed,
+        "values": values,
+        "threshold": max_asymmetry,
+        "min_volume_ml": min_volume_ml,
+        "regions": flagged,
+        "flags": flags,
+        "message": message,
+    }
+
+
+# --- 2. level consistency ---------------------------------------------------------------
+
+
+def check_levels(
+    slices: Sequence[Mapping[str, Any]],
+    *,
+    min_fraction: float = contract.QC_LEVEL_MIN_FRACTION,
+    min_pixels: int = contract.QC_LEVEL_MIN_PIXELS,
+    ganglionic: Sequence[str] = contract.QC_GANGLIONIC_KEYS,
+    supraganglionic: Sequence[str] = contract.QC_SUPRAGANGLIONIC_KEYS,
+) -> dict[str, Any]:
+    """Flag slice sides that hold substantial pixels of both ASPECTS levels.
+
+    slices: the document's ``slices`` entries ({"slice_index", "display_index",
+    "areas": {region: {"r"|"l": {"pixels"}}}}).  In one slice and one hemisphere, with
+    T = that side's labelled pixels, G = ganglionic pixels (m1 m2 m3 i l c ic) and
+    S = supraganglionic pixels (m4 m5 m6), the side is flagged when both G and S are
+    >= max(min_fraction * T, min_pixels).
+    """
+    g_keys, s_keys = set(ganglionic), set(supraganglionic)
+    values: list[dict[str, Any]] = []
+    for entry in slices:
+        areas = entry.get("areas", {})
+        for hemi in contract.HEMISPHERES:
+            g = s = total = 0
+            for key, by_hemi in areas.items():
+                px = int(by_hemi.get(hemi, {}).get("pixels", 0))
+                total += px
+                g += px if key in g_keys else 0
+                s += px if key in s_keys else 0
+            need = max(min_fraction * total, min_pixels)
+            if total and g >= need and s >= need:
+                values.append(
+                    {
+                        "slice_index": int(entry["slice_index"]),
+                        "display_index": int(entry["display_index"]),
+                        "hemisphere": hemi,
+                        "ganglionic_pixels": g,
+                        "supraganglionic_pixels": s,
+                        "labelled_pixels": total,
+                    }
+                )
+    slice_list = sorted({v["slice_index"] for v in values})
+    passed = not values
+    flags = []
+    if not passed:
+        sides: dict[int, list[str]] = {}
+        for v in values:
+            sides.setdefault(v["slice_index"], []).append(v["hemisphere"].upper())
+        where = ", ".join(f"{i} ({'+'.join(sides[i])})" for i in slice_list)
+        flags.append(f"ganglionic and supraganglionic regions on the same side: slice {where}")
+        message = (
+            "ASPECTS reads M1-M3, I, L, C and IC at the basal-ganglia level and M4-M6 above "
+            f"it, but slice(s) {', '.join(map(str, slice_list))} hold both on one side: check "
+            "the head position (strong tilt) and the slice coverage, and review these slices "
+            "on the overlay before scoring them."
+        )
+    else:
+        message = "No slice side holds substantial ganglionic and supraganglionic regions."
+    return {
+        "passed": passed,
+        "values": values,
+        "threshold": min_fraction,
+        "min_pixels": min_pixels,
+        "slices": slice_list,
+        "flags": flags,
+        "message": message,
+    }
+
+
+# --- 3. labels outside the head ---------------------------------------------------------
+
+
+def margin_pixels(margin_mm: float, pixel_spacing_mm: tuple[float, float]) -> int:
+    """A margin in mm -> whole display pixels (at the finer in-plane spacing), >= 0."""
+    finest = min(float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
+    return max(0, round(margin_mm / finest)) if finest > 0 else 0
+
+
+def head_mask(
+    image: np.ndarray,
+    *,
+    level: int = contract.QC_HEAD_LEVEL,
+    blur_px: int = contract.QC_HEAD_BLUR_PX,
+    margin_px: int = 0,
+) -> np.ndarray:
+    """bool [H, W] head mask of one windowed uint8 [H, W] slice.
+
+    Gaussian blur (blur_px x blur_px, odd; 0 or 1 = none), pixels >= level, the largest
+    8-connected component, its holes (background not 4-connected to the border) filled,
+    then dilated by margin_px pixels (elliptical).  An all-dark slice gives all False.
+    """
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    if blur_px > 1:
+        k = blur_px | 1
+        img = cv2.GaussianBlur(img, (k, k), 0)
+    fg = (img >= level).astype(np.uint8)
+    n, cc, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 1:
+        return np.zeros(image.shape, dtype=bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    h, w = image.shape
+    padded = np.zeros((h + 2, w + 2), np.uint8)
+    padded[1:-1, 1:-1] = cc == largest
+    cv2.floodFill(padded, None, (0, 0), 2)  # the outside, from the padded border
+    head = (padded[1:-1, 1:-1] != 2).astype(np.uint8)
+    if margin_px > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_px + 1,) * 2)
+        head = cv2.dilate(head, kernel)
+    return head.astype(bool)
+
+
+def outside_head_counts(
+    labels: np.ndarray,
+    images: np.ndarray,
+    *,
+    margin_px: int = 0,
+    level: int = contract.QC_HEAD_LEVEL,
+    blur_px: int = contract.QC_HEAD_BLUR_PX,
+) -> tuple[np.ndarray, np.ndarray]:
+    """labels: uint8 [N, H, W] classes; images: uint8 [N, H, W] windowed display slices.
+
+    Returns (outside, labelled): int64 [N] labelled pixels outside ``head_mask`` and all
+    labelled pixels, per slice.
+    """
+    if labels.shape != images.shape or labels.ndim != 3:
+        raise ValueError(f"labels {labels.shape} and images {images.shape} differ")
+    n = labels.shape[0]
+    outside = np.zeros(n, np.int64)
+    labelled = np.zeros(n, np.int64)
+    for i in range(n):
+        lab = labels[i] != contract.BACKGROUND_INDEX
+        labelled[i] = np.count_nonzero(lab)
+        if labelled[i]:
+            mask = head_mask(images[i], level=level, blur_px=blur_px, margin_px=margin_px)
+            outside[i] = np.count_nonzero(lab & ~mask)
+    return outside, labelled
+
+
+def check_outside_head(
+    outside: Sequence[int] | np.ndarray,
+    labelled: Sequence[int] | np.ndarray,
+    slice_indices: Sequence[int],
+    *,
+    max_fraction: float = contract.QC_OUTSIDE_HEAD_MAX_FRACTION,
+) -> dict[str, Any]:
+    """Overall and per-slice fraction of labelled pixels outside the head.
+
+    outside, labelled: [N] pixel counts per display slice (``outside_head_counts``);
+    slice_indices: [N] the original file's slice index of each display slice.  Fails when
+    the overall fraction > max_fraction; slices above it are listed for review.
+    """
+    out = np.asarray(outside, dtype=np.int64)
+    lab = np.asarray(labelled, dtype=np.int64)
+    total = int(lab.sum())
+    value = float(out.sum()) / total if total else 0.0
+    values = []
+    for n, (o, t) in enumerate(zip(out.tolist(), lab.tolist(), strict=True)):
+        if t:
+            values.append(
+                {
+                    "slice_index": int(slice_indices[n]),
+                    "display_index": n,
+                    "labelled_pixels": t,
+                    "outside_pixels": o,
+                    "fraction": round(o / t, _DECIMALS),
+                }
+            )
+    worst = [v for v in values if v["outside_pixels"] / v["labelled_pixels"] > max_fraction]
+    worst.sort(key=lambda v: -v["fraction"])
+    slice_list = sorted(v["slice_index"] for v in worst)
+    passed = value <= max_fraction
+    flags = []
+    if passed:
+        message = (
+            f"{_pct(value, 2)} of the labelled pixels lie outside the head "
+            f"(at most {_pct(max_fraction)})."
+        )
+    else:
+        review = ", ".join(map(str, sorted(v["slice_index"] for v in worst[:6])))
+        more = f" (+{len(worst) - 6} more)" if len(worst) > 6 else ""
+        flags.append(
+            f"{_pct(value, 1)} of labelled pixels outside the head (> {_pct(max_fraction)})"
+            + (f": slice {review}{more}" if review else "")
+        )
+        message = (
+            f"{_pct(value, 1)} of the labelled pixels lie where the image shows no head: check "
+            "the image contrast (intensity window, b-value/series) and the head position in the "
+            "field of view, and review "
+            + (f"slices {', '.join(map(str, slice_list))}." if slice_list else "the overlay.")
+        )
+    return {
+        "passed": passed,
+        "value": round(value, _DECIMALS),
+        "values": values,
+        "threshold": max_fraction,
+        "slices": slice_list,
+        "flags": flags,
+        "message": message,
+    }
+
+
+# --- all of it ----------------------------------------------------------------------------
+
+
+def quality_control(
+    document: Mapping[str, Any],
+    labels: np.ndarray,
+    images: np.ndarray,
+    *,
+    pixel_spacing_mm: tuple[float, float],
+) -> dict[str, Any]:
+    """The document's ``qc`` object.
+
+    document: a contours document (``summary``, ``slices``, ``midsagittal_plane``);
+    labels: uint8 [N, H, W] display-stack classes; images: uint8 [N, H, W] the windowed
+    display slices the labels belong to; pixel_spacing_mm: (row, col) display spacing.
+    """
+    slices = document["slices"]
+    by_display = {int(s["display_index"]): int(s["slice_index"]) for s in slices}
+    slice_indices = [by_display.get(n, n) for n in range(labels.shape[0])]
+    margin = margin_pixels(contract.QC_HEAD_MARGIN_MM, pixel_spacing_mm)
+    outside, labelled = outside_head_counts(labels, images, margin_px=margin)
+    head = check_outside_head(outside, labelled, slice_indices)
+    head["head_mask"] = {
+        "level": contract.QC_HEAD_LEVEL,
+        "blur_px": contract.QC_HEAD_BLUR_PX,
+        "margin_mm": contract.QC_HEAD_MARGIN_MM,
+    }
+    checks = {
+        "asymmetry": check_asymmetry(
+            document["summary"],
+            plane_method=document.get("midsagittal_plane", {}).get("method"),
+        ),
+        "level_consistency": check_levels(slices),
+        "outside_head": head,
+    }
+    return summarise(checks)
+
+
+def summarise(checks: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """{"passed", "flags", "checks"} from checks that each carry "passed" and "flags"."""
+    return {
+        "passed": all(c["passed"] for c in checks.values()),
+        "flags": [f for c in checks.values() for f in c["flags"]],
+        "checks": dict(checks),
+    }
+
+
+def flagged_slices(qc: Mapping[str, Any] | None) -> dict[int, list[str]]:
+    """Display index -> short tags ("level", "outside head") for slices of failed checks."""
+    out: dict[int, list[str]] = {}
+    if not qc:
+        return out
+    checks = qc.get("checks", {})
+    levels = checks.get("level_consistency", {})
+    if not levels.get("passed", True):
+        for v in levels.get("values", []):
+            tags = out.setdefault(int(v["display_index"]), [])
+            if "levels" not in tags:
+                tags.append("levels")
+    head = checks.get("outside_head", {})
+    if not head.get("passed", True):
+        threshold = float(head.get("threshold", 0.0))
+        for v in head.get("values", []):
+            if v["outside_pixels"] > threshold * v["labelled_pixels"]:
+                out.setdefault(int(v["display_index"]), []).append("outside head")
+    return out
+
+
+def _pct(fraction: float, decimals: int = 0) -> str:
+    return f"{100 * fraction:.{decimals}f} %"
