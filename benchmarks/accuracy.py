@@ -670,8 +670,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += ["", "## Real images", "",
                   f"- aniso_vox: {a['file']}, {'×'.join(map(str, a['shape']))} voxels of "
                   f"{'×'.join(f'{z:g}' for z in a['voxel_mm'])} mm stored {a['voxel_order']}; "
-                  f"registration {a['registration']['wall_s']} s "
-                  f"(Mattes MI {a['registration']['metric']}).",
+                  f"registration {a['registration']['wall_s']} s (Mattes MI "
+                  + " → ".join(f"{k} {v:.3f}" for k, v in a["registration"]["metric"].items())
+                  + ").",
                   f"- T1 head: {t['file']}, {'×'.join(map(str, t['shape']))} voxels stored "
                   f"{t['voxel_order']}; registration {t['registration']['wall_s']} s. "
                   f"Reference check — registration vs exact labels: "
@@ -691,8 +692,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pct(value: float) -> str:
-    return "–" if not math.isfinite(value) else f"{value:.0%}"
+def _pct(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.0%}"
 
 
 if __name__ == "__main__":

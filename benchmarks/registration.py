@@ -70,15 +70,6 @@ def from_sitk(image: sitk.Image) -> np.ndarray:
     return np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
 
 
-def sitk_affine(image: sitk.Image) -> np.ndarray:
-    """The voxel → RAS mm affine of a SimpleITK image (the inverse of :func:`to_sitk`'s)."""
-    lps = np.eye(4)
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    lps[:3, :3] = direction * np.asarray(image.GetSpacing())
-    lps[:3, 3] = image.GetOrigin()
-    return RAS_TO_LPS @ lps
-
-
 def working_image(image: sitk.Image, spacing_mm: float = WORKING_MM) -> sitk.Image:
     """``image`` smoothed and resampled (linear) to a spacing of at least ``spacing_mm`` per
     axis, same direction and field of view: the template is 3 mm, finer voxels only cost."""

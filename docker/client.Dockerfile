@@ -7,6 +7,7 @@ WORKDIR /opt/aspects
 COPY pyproject.toml README.md NOTICE ./
 COPY client ./client
 COPY export ./export
+COPY synth ./synth
 COPY train ./train
 RUN pip install . && aspects --help >/dev/null
 

@@ -13,6 +13,7 @@ WORKDIR /opt/aspects
 COPY pyproject.toml README.md NOTICE ./
 COPY client ./client
 COPY export ./export
+COPY synth ./synth
 COPY train ./train
 COPY model_repository ./model_repository
 COPY models ./models

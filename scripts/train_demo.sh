@@ -8,11 +8,11 @@
 # CPU: one torch thread by default (THREADS=2 on an otherwise idle machine): with two
 # threads on 2 cores, any other process stalls both (OpenMP barriers), 10x slower steps.
 # Run it again after an interruption: it resumes from checkpoints/last.ckpt.
-# Usage: bash scripts/train_demo.sh [OUT_DIR] [EPOCHS]     (default runs/synth, 20)
+# Usage: bash scripts/train_demo.sh [OUT_DIR] [EPOCHS]     (default runs/synth, 14)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/runs/synth}"
-epochs="${2:-20}"
+epochs="${2:-14}"
 bash "$root/scripts/setup_envs.sh" >&2
 "$root/.venv/bin/aspects-train" fit --source synth --out "$out" \
   --init-from "$root/models/demo/aspects-unet-effb3-phantoms.safetensors" \

@@ -222,10 +222,10 @@ def _segment_concurrently(segmenter: TritonSegmenter, volumes: list[np.ndarray])
         return list(pool.map(one, volumes))
 
 
-# Six volumes of two slices at once: each is one request; with one executing and one
+# Six volumes of eight slices at once: each is one request; with one executing and one
 # queued, the others are turned away.
 N_VOLUMES = 6
-N_SLICES = 2
+N_SLICES = 8  # 256² network: ~4x less work per slice than at 512², so more slices keep it busy
 
 
 def test_overload_without_retries_fails_clearly(
@@ -255,7 +255,7 @@ def test_overload_with_bounded_retries_and_backoff_succeeds(
 ) -> None:
     volumes = [_slices(N_SLICES, seed=k) for k in range(N_VOLUMES)]
     # backoff 0.2, 0.4, ... 6.4 s: the last attempt comes 12.6 s after the first refusal,
-    # long after this server has worked through six 2-slice requests (~0.3 s each).
+    # long after this server has worked through six 8-slice requests (~0.3 s each).
     settings = InferenceSettings(retries=6, backoff_s=0.2, timeout_s=60)
     segmenter = TritonSegmenter(triton_small_queue.grpc_url, settings)
     try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from aspects_client import contract
 from aspects_client.geometry import geometry_of, to_display
@@ -109,6 +111,89 @@ def test_cli_import_markup(tmp_path, phantom_small):
     ok = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert np.array_equal(np.asanyarray(nib.load(out).dataobj), phantom_small.classes)
+    before = out.read_bytes()
+    stamp = out.stat().st_mtime_ns
     bad = subprocess.run([*cmd[:-1], "-o", str(out)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and "one image per slice" in bad.stderr
+    # a failed run leaves the existing output exactly as it was
+    assert out.read_bytes() == before and out.stat().st_mtime_ns == stamp
+
+
+# --- a hand-built markup: orientation pinned by hand, not by the project's own writer -------
+
+# A 6 (patient L-R) x 4 (A-P) x 3 (I-S) grid of 2 x 2.5 x 3 mm voxels stored three ways; each
+# affine is written out by hand (columns: where +i, +j, +k point in RAS+ mm).
+HAND_AFFINES = {
+    # i -> patient right (+x), j -> anterior (+y), k -> superior (+z)
+    "RAS": np.array([[2, 0, 0, -5], [0, 2.5, 0, -3.75], [0, 0, 3, -3], [0, 0, 0, 1]], float),
+    # i -> patient left (-x), j -> posterior (-y), k -> superior (+z)
+    "LPS": np.array([[-2, 0, 0, 5], [0, -2.5, 0, 3.75], [0, 0, 3, -3], [0, 0, 0, 1]], float),
+    # i -> posterior (-y), j -> inferior (-z), k -> patient right (+x)
+    "PIR": np.array([[0, 0, 2, -5], [-2.5, 0, 0, 3.75], [0, -3, 0, 3], [0, 0, 0, 1]], float),
+}
+HAND_SHAPES = {"RAS": (6, 4, 3), "LPS": (6, 4, 3), "PIR": (4, 3, 6)}
+# The markup (3 PNGs of 4 rows x 6 columns, slice 0 = most inferior; row 0 = anterior,
+# column 0 = patient left):
+#   slice 0: an m1 block in rows 0-1, columns 0-1  -> the 4 most anterior, most patient-left
+#            voxels of the most inferior slice;
+#   slice 2: one c pixel in row 3, column 5        -> the most posterior, most patient-right
+#            voxel of the most superior slice.
+# Expected voxel indices, worked out by hand from the affines above:
+HAND_EXPECTED = {
+    "RAS": {
+        "m1": {(0, 3, 0), (0, 2, 0), (1, 3, 0), (1, 2, 0)},  # x min = left, y max = anterior
+        "c": {(5, 0, 2)},
+    },
+    "LPS": {
+        "m1": {(5, 0, 0), (5, 1, 0), (4, 0, 0), (4, 1, 0)},  # i max = left, j 0 = anterior
+        "c": {(0, 3, 2)},
+    },
+    "PIR": {
+        "m1": {(0, 2, 0), (1, 2, 0), (0, 2, 1), (1, 2, 1)},  # i 0 = anterior, j 2 = inferior
+        "c": {(3, 0, 5)},
+    },
+}
+
+
+def _hand_markups(d: Path) -> list[str]:
+    """Three RGB PNGs written with PIL from literal arrays (grey 90 everywhere, the two
+    markers in the contract colours), not with the project's encode_markup."""
+    m1 = contract.REGION_BY_KEY["m1"].colour_rgb
+    c = contract.REGION_BY_KEY["c"].colour_rgb
+    slices = [np.full((4, 6, 3), 90, np.uint8) for _ in range(3)]
+    slices[0][0:2, 0:2] = m1  # top-left: anterior, patient left
+    slices[2][3, 5] = c  # bottom-right: posterior, patient right
+    paths = []
+    for k, rgb in enumerate(slices):
+        path = d / f"hand_{k}.png"
+        Image.fromarray(rgb, mode="RGB").save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("order", list(HAND_AFFINES))
+def test_hand_built_markup_lands_on_hand_computed_voxels(tmp_path, order):
+    affine, shape = HAND_AFFINES[order], HAND_SHAPES[order]
+    assert nib.aff2axcodes(affine) == tuple(order)  # premise: the stored orientation
+    data = np.random.default_rng(5).uniform(10, 100, shape).astype(np.float32)
+    vol = tmp_path / f"hand_{order}.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), vol)
+    img = import_markup_volume(vol, _hand_markups(tmp_path))
+    labels = np.asanyarray(img.dataobj)
+    assert labels.shape == shape
+    np.testing.assert_allclose(img.affine, affine)
+    got = {
+        key: {tuple(int(v) for v in ijk) for ijk in np.argwhere(labels == index)}
+        for key, index in (("m1", 1), ("c", 9))
+    }
+    assert got == HAND_EXPECTED[order]
+    assert np.count_nonzero(labels) == 5  # nothing else is labelled
+    # the same voxels in world mm: m1 in the patient's left (x < 0) anterior (y > 0) corner
+    # at the lowest level; c at the right (x > 0) posterior (y < 0) corner at the top
+    world = nib.affines.apply_affine(affine, np.argwhere(labels == 1))
+    assert np.allclose(sorted(set(world[:, 0])), [-5, -3]), world
+    assert np.allclose(sorted(set(world[:, 1])), [1.25, 3.75]), world
+    assert np.allclose(world[:, 2], -3), world
+    c_world = nib.affines.apply_affine(affine, np.argwhere(labels == 9))
+    np.testing.assert_allclose(c_world, [[5, -3.75, 3]])

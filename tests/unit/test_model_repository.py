@@ -149,8 +149,27 @@ def test_generated_cpu_repository_agrees_with_contract_and_committed(
         assert (version_dir / onnx_file).read_bytes() == f"stand-in {name}".encode()
         assert (version_dir / repo.PYTHON_MODEL_FILE).read_bytes() == model_py
         assert int(config.parameters[repo.PARAM_INTRA_OP_THREADS].string_value) >= 0
-    # a second run replaces the repository in place
-    repo.write_repository(stand_in_onnx_dir, out, "cpu")
+    # a second run, from NEW graphs, replaces the repository in place: every model file is
+    # the new one, nothing of the first run is left inside the models, configs are unchanged
+    first_configs = {name: (out / name / repo.CONFIG_FILE).read_bytes() for name in ALL_MODELS}
+    stale = out / contract.UNET_MODEL / repo.VERSION / "stale.onnx"
+    stale.write_bytes(b"left over from an older export")
+    (out / contract.UNET_MODEL / "2").mkdir()  # an old version directory
+    for name in contract.STEP_MODELS:
+        (stand_in_onnx_dir / f"{name}.onnx").write_bytes(f"second export {name}".encode())
+    assert repo.write_repository(stand_in_onnx_dir, out, "cpu") == out
+    for name in contract.STEP_MODELS:
+        version_dir = out / name / repo.VERSION
+        assert (version_dir / repo.ONNX_MODEL_FILE).read_bytes() == (
+            f"second export {name}".encode()
+        ), name
+        assert (version_dir / repo.PYTHON_MODEL_FILE).read_bytes() == model_py, name
+        assert sorted(p.name for p in version_dir.iterdir()) == sorted(
+            [repo.ONNX_MODEL_FILE, repo.PYTHON_MODEL_FILE]
+        ), name
+    assert not stale.exists() and not (out / contract.UNET_MODEL / "2").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(ALL_MODELS)
+    assert {n: (out / n / repo.CONFIG_FILE).read_bytes() for n in ALL_MODELS} == first_configs
 
 
 def test_generated_gpu_repository_layout(stand_in_onnx_dir: Path, tmp_path: Path) -> None:
