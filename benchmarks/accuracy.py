@@ -163,13 +163,21 @@ class Segmentation:
     seconds: float
 
 
+# Ablation switch (--no-context): feed every channel the slice itself (2D input), to measure
+# how much the 2.5D network uses its neighbours.  Not a 2D-trained network.
+CONTEXT = True
+
+
 def predict_display(model: Any, slices: np.ndarray, batch: int = 8) -> np.ndarray:
     """uint8 display slices [N, H, W] → contract labels [N, H, W] (2.5D stacks, in-process)."""
     import torch
 
     from aspects_client.preprocessing import context_stacks, network_input, postprocess
 
-    stacks = context_stacks(slices)
+    if CONTEXT:
+        stacks = context_stacks(slices)
+    else:
+        stacks = np.ascontiguousarray(np.repeat(slices[:, None], 3, axis=1))
     out = []
     with torch.inference_mode():
         for i in range(0, len(stacks), batch):
@@ -526,7 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b1000", type=int, default=4, help="b1000 phantom volumes")
     parser.add_argument("--no-real", action="store_true", help="skip the real images")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--no-context", action="store_true",
+        help="ablation: the slice itself in all 3 channels instead of its neighbours",
+    )
     args = parser.parse_args(argv)
+    global CONTEXT
+    CONTEXT = not args.no_context
 
     from aspects_export.checkpoints import load_model
 
@@ -537,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "checkpoint": {**checkpoint_identity(args.checkpoint), "note": note},
-        "arguments": {"phantoms": args.phantoms, "b1000": args.b1000, "real": not args.no_real},
+        "arguments": {"phantoms": args.phantoms, "b1000": args.b1000, "real": not args.no_real,
+                      "context": CONTEXT},
         "versions": versions(),
     }
     seconds = {}

@@ -2,8 +2,9 @@
 
 * Resolution ceiling: exact phantom labels (512² native) → nearest to N² → nearest back
   (the contract's label resize), Dice against the original: the best any network at N² can do.
-* Compute: the contract UNet's CPU forward time (PyTorch, this machine's threads) at N², and
-  a training step (forward + backward, batch 4) at N², as ratios against 512² in the same run.
+* Compute: the contract UNet's CPU forward time (PyTorch, one thread: the other core may be
+  busy) at N², and a training step (forward + backward, batch 4) at N², as ratios against
+  512² in the same run (sizes interleaved over 3 rounds; medians).
 
 Writes ``benchmarks/results/input_size.json``.  Run: ``.venv/bin/python benchmarks/input_size.py``.
 """
@@ -33,7 +34,6 @@ def roundtrip(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def timed(fn, repeats: int = 3) -> float:
-    fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -44,6 +44,7 @@ def timed(fn, repeats: int = 3) -> float:
 
 def main() -> None:
     torch.manual_seed(0)
+    torch.set_num_threads(1)
     counts = {n: 0 for n in SIZES}
     for seed in range(3):
         ph = make_phantom(seed=100_000 + seed, in_plane=(512, 512), n_slices=21)
@@ -55,17 +56,24 @@ def main() -> None:
     train_model = build_unet().train()
     for p in train_model.parameters():
         p.requires_grad_(True)
-    infer, train = {}, {}
-    for n in SIZES:
-        x = torch.randn(4, 3, n, n)
+    infer_t: dict[int, list[float]] = {n: [] for n in SIZES}
+    train_t: dict[int, list[float]] = {n: [] for n in SIZES}
+    inputs = {n: torch.randn(4, 3, n, n) for n in SIZES}
+
+    def step(x: torch.Tensor) -> None:
+        train_model.zero_grad()
+        train_model(x).float().mean().backward()
+
+    for n in SIZES:  # warm-up
         with torch.inference_mode():
-            infer[n] = timed(lambda x=x: model(x))
-
-        def step(x=x):
-            train_model.zero_grad()
-            train_model(x).float().mean().backward()
-
-        train[n] = timed(step, repeats=2)
+            model(inputs[n])
+    for _ in range(3):  # rounds interleave the sizes, so a load change hits them alike
+        for n in SIZES:
+            with torch.inference_mode():
+                infer_t[n].append(timed(lambda n=n: model(inputs[n]), repeats=1))
+            train_t[n].append(timed(lambda n=n: step(inputs[n]), repeats=1))
+    infer = {n: float(np.median(v)) for n, v in infer_t.items()}
+    train = {n: float(np.median(v)) for n, v in train_t.items()}
     out = {
         "threads": torch.get_num_threads(),
         "label_roundtrip_dice": {

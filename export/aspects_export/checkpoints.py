@@ -14,7 +14,7 @@ lists missing keys, unexpected keys and shape mismatches.  Two spec strings name
 weights:
 
 - ``"demo"`` (the default of ``aspects-export`` and the demo): ``models/demo/`` in the
-  repository, FP16 safetensors trained by ``aspects-train`` on synthetic phantoms only
+  repository, FP16 safetensors trained by ``aspects-train`` on synthetic images only
   (``DEMO_CHECKPOINT_NOTE``; its model card says what it is and is not for);
 - ``"untrained"``: ``untrained_state_dict()``, seeded deterministic random weights
   (``UNTRAINED_CHECKPOINT_NOTE``), for tests and timing where the labels do not matter.
@@ -33,7 +33,7 @@ from aspects_client.errors import CheckpointError
 DEMO_SPEC = "demo"
 DEMO_WEIGHTS = Path("models") / "demo" / "aspects-unet-effb3-synth.safetensors"
 DEMO_CHECKPOINT_NOTE = (
-    "demo weights trained on synthetic phantoms only (models/demo/MODEL_CARD.md): "
+    "demo weights trained on synthetic images only (models/demo/MODEL_CARD.md): "
     "not for clinical use"
 )
 UNTRAINED_SPEC = "untrained"

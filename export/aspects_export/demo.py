@@ -1,6 +1,6 @@
 """The embedded demo: S3 -> Triton (CPU) -> contours, on one machine, no GPU/Docker/cloud.
 
-Stages: export the demo checkpoint (weights trained on synthetic phantoms only, see
+Stages: export the demo checkpoint (weights trained on synthetic images only, see
 ``models/demo/MODEL_CARD.md``; ``--checkpoint`` takes another) to ONNX and a CPU model
 repository; start the local Triton and a local S3-compatible server (SeaweedFS, with
 credentials); upload a synthetic DWI phantom; download it back from ``s3://``, prepare it,

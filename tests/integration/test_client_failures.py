@@ -2,8 +2,8 @@
 
 Every case: the right exception type from ``AspectsClient.segment``; from ``aspects
 segment`` exit code 1 and exactly one readable line on stderr; nothing left in the temp
-dir.  S3 is a real SeaweedFS with SigV4; Triton is real (oracle unet; the effb3 unet where
-a slow model is needed to kill the server in the middle of a volume).
+dir.  S3 is a real SeaweedFS with SigV4; Triton is real (oracle unet; a server is killed
+in the middle of a volume, at a point tied to the client's own request completions).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -202,23 +204,66 @@ def test_model_config_mismatch(oracle_repository, good_source, s3_server, tmp_pa
     assert_one_line_error(proc, "LABELS")
 
 
-def test_triton_killed_mid_volume(effb3_repository, s3_server, phantom_small, no_temp_files):
-    """A slow real network; the server is killed while the volume's requests are in flight:
-    the call fails as a whole, it never returns a partial result."""
-    server = LocalTriton(effb3_repository).start()
+def _wait_until_refused(port: int, timeout: float = 20.0) -> None:
+    """Until nothing accepts TCP connections on 127.0.0.1:port (the killed server is gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return
+        assert time.monotonic() < deadline, f"port {port} still accepts connections"
+        time.sleep(0.02)
+
+
+def test_triton_killed_mid_volume(oracle_repository, no_temp_files) -> None:
+    """The server is SIGKILLed the moment the FIRST request of a 40-slice volume comes back
+    (3 requests: 16 + 16 + 8 slices, at most 2 in flight, so the third is sent only after the
+    kill): the call fails as a whole with ServerUnavailableError saying the server became
+    unavailable; it never returns a partial result.  No timer: the kill is tied to the
+    client's own per-request completion, so the outcome does not depend on machine speed."""
+    server = LocalTriton(oracle_repository).start()
+    pid, grpc_port = server.pid, server.grpc_port
+    assert pid is not None
+    before_kill: list[tuple[list[int], object]] = []  # (request shape, error) seen first
+    after_kill: list[object] = []  # errors of the requests that completed after the kill
+    lock = threading.Lock()
     try:
-        settings = InferenceSettings(timeout_s=30, retries=1, backoff_s=0.1)
-        client = AspectsClient(server.grpc_url, s3=s3_settings(s3_server), inference=settings)
-        killer = threading.Timer(1.5, lambda: os.killpg(server.pid, 9))
-        killer.start()
+        settings = InferenceSettings(timeout_s=30, retries=1, backoff_s=0.1, max_in_flight=2)
+        client = AspectsClient(server.grpc_url, inference=settings, overlay=False)
+        triton = client._segmenter._client  # the tritonclient gRPC client it sends with
+        send = triton.async_infer
+
+        def async_infer(model_name, inputs, callback, *args, **kwargs):
+            def on_complete(result, error):
+                with lock:
+                    if not before_kill:  # the first request to complete: kill the server now
+                        before_kill.append((inputs[0].shape(), error))
+                        os.killpg(pid, signal.SIGKILL)
+                        _wait_until_refused(grpc_port)
+                    else:
+                        after_kill.append(error)
+                callback(result, error)
+
+            return send(model_name, inputs, on_complete, *args, **kwargs)
+
+        triton.async_infer = async_infer
+        volume = nib.Nifti1Image(_volume((64, 64, 40)), AFFINE)  # 40 axial slices of 64 x 64
         t0 = time.monotonic()
-        with pytest.raises(errors.InferenceError):
-            client.segment(phantom_small.image)  # 9 slices of 160x192, ~0.3 s each
-        assert time.monotonic() - t0 < 120
-        killer.join()
+        with pytest.raises(errors.ServerUnavailableError) as info:
+            client.segment(volume)
+        assert time.monotonic() - t0 < 60
         client.close()
     finally:
         server.stop()
+    # the kill came after one whole, successful request, and before the volume was done
+    assert len(before_kill) == 1, before_kill
+    ((shape, first_error),) = before_kill
+    assert first_error is None and shape == [16, 3, 64, 64], before_kill
+    assert any(error is not None for error in after_kill), "no request failed after the kill"
+    message = str(info.value)
+    assert server.grpc_url in message and "unavailable" in message.lower(), message
+    assert "UNAVAILABLE" in message, message  # the gRPC status of the lost server
     # a SIGKILLed server cannot unlink its python-backend regions: stop() must
     leftovers = list(Path(local_triton.SHM_DIR).glob(f"{server.shm_prefix}*"))
     assert leftovers == [], f"shared memory left in {local_triton.SHM_DIR}: {leftovers}"

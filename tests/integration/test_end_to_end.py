@@ -17,7 +17,9 @@ import pytest
 
 from aspects_client import contract
 from aspects_client.assemble import assemble
+from aspects_client.client import AspectsClient
 from aspects_client.document import validate
+from aspects_client.geometry import geometry_of, to_display
 from aspects_client.inference import TritonSegmenter
 from aspects_client.rasterize import rasterize_document
 from aspects_client.slicing import prepare
@@ -87,3 +89,36 @@ def test_every_voxel_order_agrees_in_world_space(segmented) -> None:
         assert world_set(order) == reference, order
     summaries = [segmented[o][4].document["summary"] for o in ORDERS]
     assert all(s == summaries[0] for s in summaries)
+
+
+@pytest.mark.parametrize("order", ["LPS", "PIR"])
+def test_more_slices_than_one_batch_of_non_square_slices_voxel_by_voxel(triton_oracle, order):
+    """23 axial slices (more than MAX_BATCH_SIZE = 16: two requests) of 200 x 170 pixels (not
+    square, not the network's 256) through the whole client (``AspectsClient.segment``: window,
+    2.5D stacks, requests, the Triton ensemble with the oracle unet, contours, label map):
+    every voxel of the label map equals the oracle's NumPy reference answer."""
+    phantom = reorder(
+        painted_phantom(seed=7, in_plane=(170, 200), n_slices=23, slice_mm=2.0, centre_z_mm=5.0),
+        order,
+    )
+    geometry = geometry_of(phantom.image.affine, phantom.image.shape)
+    n, h, w = geometry.display_shape
+    assert n == 23 > contract.MAX_BATCH_SIZE and (h, w) == (200, 170)
+    expected = expected_classes(phantom.classes, geometry)
+    # every slice, in both requests, has plenty to get right (a lost or shifted request shows)
+    per_slice = [int(np.count_nonzero(s)) for s in to_display(expected, geometry)]
+    assert min(per_slice) > 1000, per_slice
+    assert len(np.unique(expected)) == contract.NUM_CLASSES
+    assert truth_agreement(expected, phantom.classes) > 0.9  # only borders blur
+
+    with AspectsClient(triton_oracle.server.grpc_url, overlay=False) as client:
+        result = client.segment(phantom.image, name=f"{order}.nii.gz")
+    labels = np.asanyarray(result.label_image.dataobj)
+    assert labels.shape == phantom.classes.shape
+    np.testing.assert_allclose(result.label_image.affine, phantom.image.affine)
+    np.testing.assert_array_equal(labels, expected)
+    validate(result.document)
+    classes, hemis = rasterize_document(result.document)
+    np.testing.assert_array_equal(classes, expected)
+    labelled = (expected > 0) & (phantom.classes > 0)
+    assert np.array_equal(hemis[labelled], phantom.hemispheres[labelled]), "wrong hemisphere"
