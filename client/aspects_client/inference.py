@@ -76,6 +76,8 @@ class TritonSegmenter:
         # before attaching the callback: concurrent calls on one client could swap
         # callbacks between requests.  Sending is serialised; waiting is not.
         self._send_lock = threading.Lock()
+        self._retry_lock = threading.Lock()
+        self.retried = 0  # requests sent again after a retryable answer, over this client's life
         if settings.max_in_flight < 1:
             raise ValueError("InferenceSettings.max_in_flight must be >= 1")
         try:
@@ -216,6 +218,8 @@ class TritonSegmenter:
                     in_flight.pop((lo, hi), None)
                 if error is not None:
                     if attempt < self.settings.retries and _retryable(error) and not done.is_set():
+                        with self._retry_lock:
+                            self.retried += 1
                         delay = self.settings.backoff_s * (2**attempt)
                         timer = threading.Timer(delay, lambda: submit(lo, hi, attempt + 1))
                         timer.daemon = True

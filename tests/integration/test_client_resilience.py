@@ -228,26 +228,35 @@ N_VOLUMES = 6
 N_SLICES = 8  # 256² network: ~4x less work per slice than at 512², so more slices keep it busy
 
 
+# Bursts are bounded: on a loaded machine the client threads may send one burst too slowly
+# to overlap; a later burst overlaps.  Every burst's results are checked.
+MAX_BURSTS = 5
+
+
 def test_overload_without_retries_fails_clearly(
     triton_small_queue: LocalTriton, oracle_in_process: InProcessEnsemble
 ) -> None:
     volumes = [_slices(N_SLICES, seed=k) for k in range(N_VOLUMES)]
     segmenter = TritonSegmenter(triton_small_queue.grpc_url, InferenceSettings(retries=0))
+    errors: list[Exception] = []
     try:
         segmenter.infer(volumes[0])  # warm up: the first call pays for onnxruntime's start
-        results = _segment_concurrently(segmenter, volumes)
+        for _ in range(MAX_BURSTS):
+            results = _segment_concurrently(segmenter, volumes)
+            for slices, result in zip(volumes, results, strict=True):
+                if not isinstance(result, Exception):
+                    np.testing.assert_array_equal(result[0], oracle_in_process(slices)[0])
+            errors = [r for r in results if isinstance(r, Exception)]
+            if errors:
+                break
     finally:
         segmenter.close()
-    errors = [r for r in results if isinstance(r, Exception)]
-    assert errors, "a one-request queue took six concurrent volumes"
+    assert errors, f"a one-request queue took six concurrent volumes {MAX_BURSTS} times"
     print(f"overload, no retries ({len(errors)}/{N_VOLUMES} failed): {errors[0]}")
     for error in errors:
         text = str(error)
         assert "unavailable or overloaded after 1 attempts" in text, text
         assert "Exceeds maximum queue size" in text and "UNAVAILABLE" in text, text
-    for slices, result in zip(volumes, results, strict=True):
-        if not isinstance(result, Exception):
-            np.testing.assert_array_equal(result[0], oracle_in_process(slices)[0])
 
 
 def test_overload_with_bounded_retries_and_backoff_succeeds(
@@ -258,25 +267,31 @@ def test_overload_with_bounded_retries_and_backoff_succeeds(
     # long after this server has worked through six 8-slice requests (~0.3 s each).
     settings = InferenceSettings(retries=6, backoff_s=0.2, timeout_s=60)
     segmenter = TritonSegmenter(triton_small_queue.grpc_url, settings)
+    refused, bursts = 0, 0
     try:
         segmenter.infer(volumes[0])
-        before = _failures(segmenter)
-        t0 = time.monotonic()
-        results = _segment_concurrently(segmenter, volumes)
-        seconds = time.monotonic() - t0
-        refused = _failures(segmenter) - before
+        while refused == 0 and bursts < MAX_BURSTS:
+            bursts += 1
+            before, retried_before = _failures(segmenter), segmenter.retried
+            t0 = time.monotonic()
+            results = _segment_concurrently(segmenter, volumes)
+            seconds = time.monotonic() - t0
+            refused = _failures(segmenter) - before
+            retried = segmenter.retried - retried_before
+            print(f"burst {bursts}: server refusals {refused}, client retries {retried}")
+            failed = [r for r in results if isinstance(r, Exception)]
+            assert not failed, failed[0]
+            for slices, (labels, confidence) in zip(volumes, results, strict=True):
+                ref_labels, ref_confidence = oracle_in_process(slices)
+                np.testing.assert_array_equal(labels, ref_labels)
+                np.testing.assert_array_equal(confidence, ref_confidence)
+            assert seconds < 60
     finally:
         segmenter.close()
-    failed = [r for r in results if isinstance(r, Exception)]
-    assert not failed, failed[0]
-    for slices, (labels, confidence) in zip(volumes, results, strict=True):
-        ref_labels, ref_confidence = oracle_in_process(slices)
-        np.testing.assert_array_equal(labels, ref_labels)
-        np.testing.assert_array_equal(confidence, ref_confidence)
-    print(f"overload with retries: all {N_VOLUMES} ok in {seconds:.1f} s, {refused} refusals")
+    print(f"overload with retries: all {N_VOLUMES} ok, {refused} refusals in burst {bursts}")
     assert refused > 0, "the server turned nothing away: the retries were not exercised"
-    assert seconds >= 0.2  # at least one backoff was waited for
-    assert seconds < 60
+    assert retried > 0  # and the client sent the refused requests again
+    assert seconds >= 0.2  # the burst with refusals waited for at least one backoff
 
 
 # --- deadlines ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def test_demo_segments_the_phantom_with_the_trained_weights(tmp_path) -> None:
     assert sum(d > 0.3 for d in result["dice"].values()) >= 8, result["dice"]
     document = json.loads((tmp_path / "phantom_LPS.json").read_text())
     validate(document)
-    assert "synthetic phantoms" in document["provenance"]["steps"]["unet"]["checkpoint"]
+    assert "synthetic images only" in document["provenance"]["steps"]["unet"]["checkpoint"]
     summary = document["summary"]
     sides = {s for region in summary.values() for s, e in region.items() if e["voxels"] > 0}
     assert sides == set(contract.HEMISPHERES)

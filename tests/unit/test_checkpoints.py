@@ -240,7 +240,7 @@ def test_demo_weights_are_the_default_and_trained(tmp_path: Path, capsys) -> Non
     w = "segmentation_head.0.weight"
     assert not torch.equal(demo.state_dict()[w], untrained.state_dict()[w])
     code, err = _cli(["onnx", "--out", str(tmp_path), "--check-slices", "0"], capsys)
-    assert code == 0 and "synthetic phantoms" in err
+    assert code == 0 and "synthetic images only" in err
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "unet.onnx")).metadata_props}
