@@ -369,9 +369,9 @@ class Head:
         n2 = torch.randn(image.shape, generator=gen).to(self.device) * sigma
         image = torch.sqrt((image + n1) ** 2 + n2**2)
         if p.mask_background:
-            head = sample_volume(self.intensity.new_tensor(_head_mask(self.maps)),
-                                 self.warp.to_voxels(mni.mean(dim=1)), "nearest")
-            image = image * (head > 0)
+            tissue = _device_maps(self.maps, self.device)["tissue"]
+            head = sample_volume(tissue, self.warp.to_voxels(mni.mean(dim=1)), "nearest")
+            image = image * (head != T["air"])
         size = label_size or grid.matrix
         centre = display_points(grid, size, torch.zeros(1, device=self.device), self.device)
         vox = self.warp.to_voxels(self.warp.to_mni(centre[:, 0])[0])
@@ -413,27 +413,7 @@ def _device_maps(maps: LabelMaps, device: torch.device) -> dict[str, torch.Tenso
     return _MAP_CACHE[key]
 
 
-def _head_mask(maps: LabelMaps) -> np.ndarray:
-    return (maps.tissue != T["air"]).astype(np.float32)
-
-
 # --- the training sample: the serving contract on a 2.5D slab -----------------------------
-
-
-def window_uint8(image: torch.Tensor) -> torch.Tensor:
-    """The contract window on float [...]: percentiles of non-zero values → uint8 0–255."""
-    lo_p, hi_p = contract.WINDOW_PERCENTILES
-    nz = image[image != 0]
-    if nz.numel() == 0:
-        return torch.zeros_like(image, dtype=torch.uint8)
-    if nz.numel() > 1_000_000:
-        nz = nz[:: nz.numel() // 1_000_000 + 1]
-    q = torch.quantile(nz.float(), torch.tensor([lo_p / 100, hi_p / 100], device=nz.device))
-    lo, hi = float(q[0]), float(q[1])
-    if hi <= lo:
-        return ((image != 0) & (image >= hi)).to(torch.uint8) * 255
-    scaled = torch.clamp((image - lo) / (hi - lo) * 255.0, 0, 255)
-    return torch.round(scaled).to(torch.uint8)
 
 
 def window_limits(image: torch.Tensor) -> tuple[float, float]:

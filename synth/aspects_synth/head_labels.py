@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .atlas import TISSUE_CSF, TISSUE_GM, TISSUE_WM, load_atlas
-from .phantom import atlas_on_tissue_grid, nearest_at, slice_coords
+from .phantom import atlas_grid_to_tissue_grid, atlas_on_tissue_grid
 
 TISSUES: tuple[str, ...] = (
     "air",
@@ -101,12 +101,6 @@ def chessboard_distance(mask: np.ndarray, cap: int) -> np.ndarray:
     return dist
 
 
-def _on_grid(volume: np.ndarray, vol_affine: np.ndarray, affine: np.ndarray, shape) -> np.ndarray:
-    """``volume`` resampled by nearest neighbour onto the grid (``affine``, ``shape``)."""
-    vox = np.linalg.inv(vol_affine) @ affine
-    return np.stack([nearest_at(volume, slice_coords(vox, shape, k)) for k in range(shape[2])], -1)
-
-
 def _head_t1_on_grid(head: np.ndarray, head_affine: np.ndarray, affine, shape) -> np.ndarray:
     """The 3 mm T1 head template, trilinearly resampled onto the 1 mm grid: float32."""
     vox = np.linalg.inv(head_affine) @ affine
@@ -148,13 +142,13 @@ def load_label_maps() -> LabelMaps:
     tissue[is_deep] = T["deep_gm"]
     tissue[fast == TISSUE_WM] = T["wm"]
 
-    territories = _on_grid(atlas.territories, atlas.atlas_affine, affine, shape)
+    territories = atlas_grid_to_tissue_grid(atlas.territories)
     csf_distance = chessboard_distance(fast == TISSUE_CSF, cap=3)
     maps = LabelMaps(
         tissue=tissue,
         classes=np.ascontiguousarray(classes),
         hemispheres=np.ascontiguousarray(hemispheres),
-        territories=territories.astype(np.uint8),
+        territories=territories,
         territory_names=atlas.territory_names,
         csf_distance=csf_distance,
         affine=affine.copy(),

@@ -242,31 +242,34 @@ def _check_lesions(lesions: Sequence[tuple[str, str]]) -> tuple[tuple[str, str],
     return tuple(sorted(set(out)))
 
 
-@functools.lru_cache(maxsize=1)
-def atlas_on_tissue_grid() -> tuple[np.ndarray, np.ndarray]:
-    """Atlas classes and hemispheres resampled (nearest) onto the 1 mm tissue grid.
+def atlas_grid_to_tissue_grid(volume: np.ndarray) -> np.ndarray:
+    """A volume on the 2 mm atlas grid resampled (nearest) onto the 1 mm tissue grid: uint8.
 
-    uint8 [182, 218, 182] each.  Axis-aligned affines (the shipped files) are resampled
-    per axis; any other pair falls back to point-wise sampling.
+    Axis-aligned affines (the shipped files) are resampled per axis; any other pair falls
+    back to point-wise sampling.
     """
     atlas = load_atlas()
     vox = np.linalg.inv(atlas.atlas_affine) @ atlas.tissue_affine
     shape = atlas.tissue.shape
-    out = []
-    for volume in (atlas.classes, atlas.hemispheres):
-        if np.allclose(vox[:3, :3], np.diag(np.diag(vox[:3, :3]))):
-            idx = [
-                np.rint(vox[a, a] * np.arange(n) + vox[a, 3]).astype(np.intp)
-                for a, n in enumerate(shape)
-            ]
-            inside = [(ix >= 0) & (ix < m) for ix, m in zip(idx, volume.shape, strict=True)]
-            clipped = [np.clip(ix, 0, m - 1) for ix, m in zip(idx, volume.shape, strict=True)]
-            grid = volume[np.ix_(*clipped)] * functools.reduce(np.logical_and, np.ix_(*inside))
-        else:
-            ijk = np.indices(shape, np.float32).reshape(3, -1).T
-            grid = sample_nearest(volume, vox, ijk).reshape(shape)
-        out.append(grid.astype(np.uint8))
-    return out[0], out[1]
+    if np.allclose(vox[:3, :3], np.diag(np.diag(vox[:3, :3]))):
+        idx = [
+            np.rint(vox[a, a] * np.arange(n) + vox[a, 3]).astype(np.intp)
+            for a, n in enumerate(shape)
+        ]
+        inside = [(ix >= 0) & (ix < m) for ix, m in zip(idx, volume.shape, strict=True)]
+        clipped = [np.clip(ix, 0, m - 1) for ix, m in zip(idx, volume.shape, strict=True)]
+        grid = volume[np.ix_(*clipped)] * functools.reduce(np.logical_and, np.ix_(*inside))
+    else:
+        ijk = np.indices(shape, np.float32).reshape(3, -1).T
+        grid = sample_nearest(volume, vox, ijk).reshape(shape)
+    return grid.astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def atlas_on_tissue_grid() -> tuple[np.ndarray, np.ndarray]:
+    """Atlas classes and hemispheres on the 1 mm tissue grid: uint8 [182, 218, 182] each."""
+    atlas = load_atlas()
+    return atlas_grid_to_tissue_grid(atlas.classes), atlas_grid_to_tissue_grid(atlas.hemispheres)
 
 
 @functools.lru_cache(maxsize=4)
