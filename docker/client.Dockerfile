@@ -5,11 +5,12 @@ FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 WORKDIR /opt/aspects
 COPY pyproject.toml README.md NOTICE ./
+COPY requirements/client.lock ./requirements/
 COPY client ./client
 COPY export ./export
 COPY synth ./synth
 COPY train ./train
-RUN pip install . && aspects --help >/dev/null
+RUN pip install -c requirements/client.lock . && aspects --version
 
 WORKDIR /out
 ENTRYPOINT ["aspects"]

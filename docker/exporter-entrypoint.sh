@@ -35,7 +35,7 @@ if [ ! -f "$ONNX_DIR/unet.onnx" ] || [ ! -f "$ONNX_DIR/preprocess.onnx" ] \
    || [ ! -f "$ONNX_DIR/postprocess.onnx" ] \
    || [ "$(cat "$ONNX_DIR/.checkpoint" 2>/dev/null || true)" != "$stamp" ]; then
   say "exporting ONNX from checkpoint $CKPT"
-  aspects-export onnx --checkpoint "$CKPT" --out "$ONNX_DIR"
+  aspects-export onnx --checkpoint "$CKPT" -o "$ONNX_DIR"
   printf '%s\n' "$stamp" > "$ONNX_DIR/.checkpoint"
 else
   say "ONNX graphs in $ONNX_DIR match the checkpoint; not re-exported"
@@ -43,13 +43,13 @@ fi
 
 if [ "${ASPECTS_BUILD_ENGINE:-1}" = "1" ]; then
   # Reuses $ENGINE_DIR/unet.plan while its key (ONNX sha256, GPU, TensorRT) matches.
-  aspects-export tensorrt --onnx "$ONNX_DIR/unet.onnx" --out "$ENGINE_DIR"
-  aspects-export repository --onnx-dir "$ONNX_DIR" --out "$REPO" --layout gpu \
+  aspects-export tensorrt --onnx "$ONNX_DIR/unet.onnx" -o "$ENGINE_DIR"
+  aspects-export repository --onnx-dir "$ONNX_DIR" -o "$REPO" --layout gpu \
     --engine "$ENGINE_DIR/unet.plan"
 else
   say "ASPECTS_BUILD_ENGINE=0: onnxruntime fallback only (start Triton with"
   say "--model-config-name=onnxruntime)"
-  aspects-export repository --onnx-dir "$ONNX_DIR" --out "$REPO" --layout gpu
+  aspects-export repository --onnx-dir "$ONNX_DIR" -o "$REPO" --layout gpu
 fi
 
 if [ -n "${ASPECTS_UPLOAD_S3:-}" ]; then

@@ -11,8 +11,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 cd "$ROOT"
 
-stamp_ok() {  # $1 = venv dir, $2 = file whose content the stamp records
-  [[ -f "$1/.aspects-stamp" ]] && [[ "$(cat "$1/.aspects-stamp")" == "$(sha256sum "$2" | cut -c1-64)" ]]
+stamp_of() {  # the files an environment is built from -> one hash
+  cat "$@" | sha256sum | cut -c1-64
+}
+
+stamp_ok() {  # $1 = venv dir, then the files whose content the stamp records
+  local venv="$1"
+  shift
+  [[ -f "$venv/.aspects-stamp" ]] && [[ "$(cat "$venv/.aspects-stamp")" == "$(stamp_of "$@")" ]]
 }
 
 pip_install() {  # $1 = venv dir, then pip install arguments; exits on failure
@@ -36,12 +42,12 @@ check_imports() {  # $1 = venv dir, $2 = modules; exits on failure
   fi
 }
 
-if ! stamp_ok .venv pyproject.toml; then
+if ! stamp_ok .venv pyproject.toml requirements/client.lock; then
   echo "[setup] client/export environment: .venv (torch is large; first run takes a few minutes)"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-  pip_install .venv -e '.[export,train,dev]'
+  pip_install .venv -c requirements/client.lock -e '.[export,train,dev]'
   check_imports .venv "aspects_client, aspects_export, aspects_synth, aspects_train, torch, segmentation_models_pytorch, onnxruntime, lightning, optuna"
-  sha256sum pyproject.toml | cut -c1-64 > .venv/.aspects-stamp
+  stamp_of pyproject.toml requirements/client.lock > .venv/.aspects-stamp
 fi
 
 if ! stamp_ok .venv-server requirements/server.txt; then
@@ -49,6 +55,6 @@ if ! stamp_ok .venv-server requirements/server.txt; then
   [[ -x .venv-server/bin/python ]] || "$PY" -m venv .venv-server
   pip_install .venv-server -r requirements/server.txt
   check_imports .venv-server "pytriton, onnxruntime, numpy"
-  sha256sum requirements/server.txt | cut -c1-64 > .venv-server/.aspects-stamp
+  stamp_of requirements/server.txt > .venv-server/.aspects-stamp
 fi
 echo "[setup] environments ready: .venv, .venv-server"

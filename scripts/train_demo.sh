@@ -22,7 +22,7 @@ if [[ ! -f "$init" ]]; then
     || { echo "train_demo: the initial weights need the git history (commit 905515c); fetch it with git fetch --unshallow" >&2; rm -f "$init.tmp"; exit 1; }
   mv "$init.tmp" "$init"
 fi
-"$root/.venv/bin/aspects-train" fit --source synth --out "$out" \
+"$root/.venv/bin/aspects-train" fit --source synth -o "$out" \
   --init-from "$init" \
   --batch-size 8 --accumulate 1 --samples-per-epoch 800 --synth-per-head 4 --synth-val 48 \
   --val-phantoms 2 --epochs "$epochs" --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \

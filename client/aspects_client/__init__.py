@@ -1,3 +1,73 @@
-"""Thin client for ASPECTS atlas segmentation of DWI served by NVIDIA Triton."""
+"""Thin client for ASPECTS atlas segmentation of DWI served by NVIDIA Triton.
+
+    from aspects_client import AspectsClient, S3Settings, AspectsError
+    with AspectsClient("triton:8001", s3=S3Settings(endpoint_url=...)) as client:
+        result = client.segment("s3://bucket/case/dwi.nii.gz")
+
+The asyncio API is ``aspects_client.AsyncAspectsClient``; every error type is exported here
+(and listed with its CLI exit code in docs/errors.md).  Names are imported on first use, so
+``import aspects_client`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "AspectsClient": "client",
+    "SegmentationResult": "client",
+    "RegionStats": "client",
+    "AsyncAspectsClient": "aio",
+    "S3Settings": "storage",
+    "InferenceSettings": "inference",
+    "Limits": "volume_io",
+}
+_ERRORS = (
+    "AspectsError",
+    "UsageError",
+    "OutputConflictError",
+    "OutputError",
+    "CancelledError",
+    "InvalidVolumeError",
+    "InputNotFoundError",
+    "NotNiftiError",
+    "CorruptVolumeError",
+    "DimensionalityError",
+    "DtypeError",
+    "NonFiniteDataError",
+    "VoxelSizeError",
+    "OrientationUnknownError",
+    "NotAHeadImageError",
+    "VolumeTooLargeError",
+    "DecompressionBombError",
+    "StorageError",
+    "ObjectNotFoundError",
+    "AccessDeniedError",
+    "StorageUnreachableError",
+    "ObjectTooLargeError",
+    "InferenceError",
+    "ServerUnavailableError",
+    "ModelNotReadyError",
+    "ModelContractError",
+    "ExportError",
+    "CheckpointError",
+    "LocalServerError",
+)
+_EXPORTS.update({name: "errors" for name in _ERRORS})
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aspects_client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -50,7 +50,7 @@ def assemble(
     if labels.shape != prepared.slices.shape:
         raise ValueError(f"labels {labels.shape} != slices {prepared.slices.shape}")
     geometry = prepared.geometry
-    plane = estimate_plane(labels, geometry)
+    plane = estimate_plane(labels, geometry, prepared.slices)
     hemis = hemisphere_map(labels, geometry, plane)
     contours = extract_contours(labels, hemis)
     document = build_document(

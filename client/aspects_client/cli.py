@@ -1,68 +1,150 @@
-"""``aspects`` command line: one readable error line on stderr, exit 1 (runtime) / 2 (usage).
+"""``aspects`` command line.
 
 Subcommands:
   segment     segment volumes (s3:// URLs or files) through Triton -> contours JSON (+ more)
   contours    contours JSON (+ label map, overlay) from a volume and a label map in its grid
-  serve-local start the local CPU Triton (nvidia-pytriton's tritonserver) until Ctrl-C
+  serve-local start the local CPU Triton (nvidia-pytriton's tritonserver) until stopped
+
+Exit codes (docs/errors.md): 0 ok; 1 a source failed (one readable line each); 2 bad usage,
+refused before any work (invalid option, an output that is an input or exists); 130 Ctrl-C,
+143 SIGTERM: in-flight requests are cancelled and nothing partial is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
-from .errors import AspectsError
+from . import __version__
+from .errors import AspectsError, UsageError
+from .outputs import SourceOutputs, check_plan, commit, discard_all_temps, plan_outputs, printable
 from .storage import DEFAULT_MAX_OBJECT_BYTES
 
 PROG = "aspects"
+EXIT_FAILED, EXIT_USAGE = 1, 2
+MAX_RETRIES = 10
+MAX_CONCURRENCY = 64
+_signalled: list[int] = []  # the signal that stopped the run (SIGINT or SIGTERM)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on ONE stderr line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see {self.prog} --help)"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}{hint}\n")
+
+
+# --- option types: validated at the edge, exit 2 ----------------------------------------
+
+
+def positive_seconds(text: str) -> float:
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    value = _float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def triton_url(text: str) -> str:
+    """``host:port`` (IPv6 as ``[addr]:port``), port 1..65535."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or host in ("[]",):
+        raise argparse.ArgumentTypeError(f"must be host:port, got {text!r}")
+    int_in(1, 65535)(port)
+    return text
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__} (aspects_client)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     g = sub.add_parser("segment", help="segment volumes through the Triton ensemble")
     g.add_argument("sources", nargs="+", metavar="SOURCE", help="s3://bucket/key or a file")
-    g.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help="JSON file (one source) or directory (several sources, or a path ending in /)",
-    )
-    g.add_argument("--labels", action="store_true", help="also write the label map .nii.gz")
-    g.add_argument("--overlay", action="store_true", help="also write an overlay PNG")
+    _add_output_arguments(g, "contours JSON file (one source) or directory/ (several sources)")
     g.add_argument(
         "--url",
+        type=triton_url,
         default=os.environ.get("ASPECTS_TRITON_URL", "127.0.0.1:8001"),
         help="Triton gRPC host:port (env ASPECTS_TRITON_URL; default %(default)s)",
     )
     g.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))
     g.add_argument("--region", default=None, help="S3 region (default: boto3's chain)")
     g.add_argument("--profile", default=None, help="AWS profile (default: boto3's chain)")
-    g.add_argument("--max-object-bytes", type=int, default=DEFAULT_MAX_OBJECT_BYTES)
-    g.add_argument("--volume-index", type=int, default=None, help="volume of a 4D series")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    g.add_argument("--retries", type=int, default=4, help="retries on UNAVAILABLE/overload")
+    g.add_argument(
+        "--max-object-bytes", type=int_in(1), default=DEFAULT_MAX_OBJECT_BYTES, metavar="N"
+    )
+    g.add_argument("--timeout", type=positive_seconds, default=30.0, help="seconds per request")
+    g.add_argument(
+        "--deadline", type=positive_seconds, default=60.0, help="seconds per volume, all in"
+    )
+    g.add_argument(
+        "--retries", type=int_in(0, MAX_RETRIES), default=4, help="retries on UNAVAILABLE/overload"
+    )
+    g.add_argument(
+        "--wait", type=non_negative_seconds, default=0.0, help="seconds to wait for a ready server"
+    )
     g.add_argument("--tls", action="store_true", help="gRPC over TLS")
     g.add_argument("--root-certificates", help="PEM CA bundle for --tls")
-    g.add_argument("--concurrency", type=int, default=4, help="volumes in flight at once")
+    g.add_argument(
+        "--concurrency", type=int_in(1, MAX_CONCURRENCY), default=4, help="volumes in flight"
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     g.set_defaults(func=_cmd_segment)
 
     c = sub.add_parser("contours", help="contours JSON from a volume + a label map in its grid")
     c.add_argument("volume", help="DWI volume (.nii/.nii.gz)")
-    c.add_argument("--labels", required=True, help="label map (.nii/.nii.gz), same grid")
-    c.add_argument("-o", "--output", required=True, help="contours JSON to write")
-    c.add_argument("--label-map", help="also write the label map NIfTI (source grid)")
-    c.add_argument("--overlay", help="also write an overlay PNG")
-    c.add_argument("--volume-index", type=int, default=None, help="volume of a 4D series")
+    c.add_argument("label_input", metavar="LABELS", help="label map (.nii/.nii.gz), same grid")
+    _add_output_arguments(c, "contours JSON file to write")
     c.set_defaults(func=_cmd_contours)
 
-    s = sub.add_parser("serve-local", help="run the local CPU Triton until Ctrl-C")
+    s = sub.add_parser("serve-local", help="run the local CPU Triton until Ctrl-C or SIGTERM")
     from .local_triton import add_serve_local_arguments
 
     add_serve_local_arguments(s)
@@ -70,24 +152,100 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_output_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
+    """The one output vocabulary of ``segment`` and ``contours``."""
+    p.add_argument("-o", "--output", required=True, help=output_help)
+    p.add_argument(
+        "--labels",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="also write the label map .nii.gz (default name: beside -o; --labels=PATH)",
+    )
+    p.add_argument(
+        "--overlay",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="also write an overlay PNG (default name: beside -o; --overlay=PATH)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="what the results record as the source's name (one source; default: the file "
+        "name without directories or S3 prefix)",
+    )
+    p.add_argument(
+        "--volume-index", type=int_in(0), default=None, help="volume of a 4D series (0-based)"
+    )
+
+
+# --- entry point --------------------------------------------------------------------------
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no gRPC C-core lines on our stderr
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    _signalled.clear()
+    previous = _install_signal_handlers()
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        signum = _signalled[0] if _signalled else signal.SIGINT
+        discard_all_temps()
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        print(f"{PROG}: {name}; nothing partial was written", file=sys.stderr)
+        return 128 + int(signum)
+    except UsageError as exc:
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except AspectsError as exc:
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except OSError as exc:  # disk full, permission denied on the output, ...
+        return EXIT_FAILED
+    except OSError as exc:  # disk full, permission denied, ... outside a source's outputs
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    finally:
+        _restore_signal_handlers(previous)
+
+
+def _configure_logging(verbose: bool) -> None:
+    if verbose:
+        logging.basicConfig(
+            level=logging.DEBUG, stream=sys.stderr, format=f"{PROG}: %(name)s: %(message)s"
+        )
+        return
+    warnings.simplefilter("ignore")  # numpy/nibabel warnings would break "one line"
+    for name in ("", "nibabel", "aspects_client", "botocore", "boto3", "urllib3"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    if not _signalled:
+        _signalled.append(signum)
+    raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    """SIGINT and SIGTERM stop the run the same way (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """One terminal line: whitespace runs collapsed, control characters escaped."""
+    return printable(" ".join(text.split()))
 
 
 def warn_qc(source: str, qc: dict) -> None:
@@ -95,47 +253,13 @@ def warn_qc(source: str, qc: dict) -> None:
     the outputs are written; the line says what to review)."""
     if not qc.get("passed", True):
         flags = "; ".join(qc.get("flags", []))
-        print(f"{PROG}: warning: {source}: QC failed, review: {one_line(flags)}", file=sys.stderr)
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write bytes next to the target then rename, so a failure leaves no partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def output_paths(sources: Sequence[str], output: str) -> list[tuple[Path, Path, Path]]:
-    """(json, labels, overlay) paths per source: a file for one source, else a directory."""
-    out = Path(output)
-    as_dir = len(sources) > 1 or output.endswith("/") or out.is_dir()
-    paths = []
-    for src in sources:
-        base = out / _stem(src) if as_dir else out.with_suffix("")
-        paths.append(
-            (
-                base.with_name(base.name + ".json"),
-                base.with_name(base.name + "_labels.nii.gz"),
-                base.with_name(base.name + "_overlay.png"),
-            )
+        print(
+            f"{PROG}: warning: {printable(source)}: QC failed, review: {one_line(flags)}",
+            file=sys.stderr,
         )
-    if len({p[0] for p in paths}) != len(paths):
-        raise AspectsError("two sources have the same file name; segment them separately")
-    return paths
 
 
-def _stem(source: str) -> str:
-    name = source.rstrip("/").rsplit("/", 1)[-1]
-    for ext in (".nii.gz", ".nii", ".gz"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
+# --- segment ------------------------------------------------------------------------------
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
@@ -143,14 +267,18 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     from .client import AspectsClient
     from .inference import InferenceSettings
-    from .storage import S3Settings
+    from .storage import S3Settings, check_source_string
 
-    if args.concurrency < 1:
-        print(f"{PROG}: error: --concurrency must be >= 1", file=sys.stderr)
-        return 2
-    paths = output_paths(args.sources, args.output)
+    sources: list[str] = args.sources
+    for source in sources:
+        check_source_string(source)
+    if args.name is not None and len(sources) > 1:
+        raise UsageError(f"--name records one source's name, but {len(sources)} were given")
+    plans = plan_outputs(sources, args.output, labels=args.labels, overlay=args.overlay)
+    check_plan(plans, sources, overwrite=args.overwrite)
     settings = InferenceSettings(
         timeout_s=args.timeout,
+        deadline_s=args.deadline,
         retries=args.retries,
         ssl=args.tls,
         root_certificates=args.root_certificates,
@@ -162,52 +290,137 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         max_object_bytes=args.max_object_bytes,
     )
     t0 = time.perf_counter()
+    stop = threading.Event()
+    total = len(sources)
     failures = 0
-    total = len(args.sources)
-    with AspectsClient(args.url, s3=s3, inference=settings, overlay=args.overlay) as client:
+    want_overlay = any(p.overlay is not None for p in plans)
+    with (
+        AspectsClient(
+            args.url, s3=s3, inference=settings, overlay=want_overlay, wait_s=args.wait
+        ) as client,
+        ProgressDisplay(total, quiet=args.quiet) as display,
+    ):
 
-        def one(index: int) -> float:
+        def one(index: int) -> tuple[float, Path]:
             t = time.perf_counter()
-            result = client.segment(args.sources[index], volume_index=args.volume_index)
-            json_path, labels_path, overlay_path = paths[index]
-            write_atomic(json_path, result.contours_json().encode())
-            if args.labels:
-                write_atomic(labels_path, result.label_map_bytes())
-            if args.overlay and result.overlay_png:
-                write_atomic(overlay_path, result.overlay_png)
-            warn_qc(result.source, result.qc)
-            return time.perf_counter() - t
+            plan = plans[index]
+            result = client.segment(
+                plan.source,
+                name=args.name,
+                volume_index=args.volume_index,
+                cancel=stop,
+                progress=display.slices,
+            )
+            commit(_files_of(plan, result), overwrite=args.overwrite, cancel=stop)
+            warn_qc(plan.source, result.qc)
+            return time.perf_counter() - t, plan.json
 
-        with ThreadPoolExecutor(max_workers=min(args.concurrency, total)) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(args.concurrency, total))
+        try:
             futures = {pool.submit(one, i): i for i in range(total)}
-            for done, future in enumerate(as_completed(futures), start=1):
-                i = futures[future]
+            for future in as_completed(futures):
+                source = sources[futures[future]]
                 try:
-                    seconds = future.result()
-                    status = f"ok {seconds:.1f} s -> {paths[i][0]}"
+                    seconds, json_path = future.result()
+                    display.volume_done(
+                        source, f"ok {seconds:.1f} s -> {printable(str(json_path))}"
+                    )
                 except AspectsError as exc:
                     failures += 1
-                    print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
-                    status = "FAILED"
+                    display.volume_done(source, "FAILED", error=_error_line(source, exc))
                 except Exception as exc:  # a bug, not bad input: still one line, go on
                     failures += 1
-                    print(
-                        f"{PROG}: error: {args.sources[i]}: unexpected "
-                        f"{type(exc).__name__}: {one_line(str(exc))}",
-                        file=sys.stderr,
-                    )
-                    status = "FAILED"
-                if not args.quiet and total > 1:
-                    print(f"{_bar(done, total)} {args.sources[i]}: {status}", file=sys.stderr)
+                    text = f"unexpected {type(exc).__name__}: {exc}"
+                    display.volume_done(source, "FAILED", error=_error_line(source, text))
+        except KeyboardInterrupt:
+            stop.set()  # workers cancel their requests/downloads and commit nothing
+            pool.shutdown(wait=False, cancel_futures=True)
+            _join(pool, seconds=2.0)
+            raise
+        finally:
+            pool.shutdown(wait=True)
     if not args.quiet:
         ok = total - failures
         print(f"{ok}/{total} segmented in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return 1 if failures else 0
+    return EXIT_FAILED if failures else 0
 
 
-def _bar(done: int, total: int, width: int = 20) -> str:
-    filled = round(width * done / total)
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+def _files_of(plan: SourceOutputs, result: Any) -> dict[Path, bytes]:
+    files = {plan.json: result.contours_json().encode()}
+    if plan.labels is not None:
+        files[plan.labels] = result.label_map_bytes()
+    if plan.overlay is not None and result.overlay_png is not None:
+        files[plan.overlay] = result.overlay_png
+    return files
+
+
+def _error_line(source: str, exc: object) -> str:
+    text = str(exc)
+    if source not in text:
+        text = f"{source}: {text}"
+    return f"{PROG}: error: {one_line(text)}"
+
+
+def _join(pool: Any, seconds: float) -> None:
+    """Give cancelled workers up to ``seconds`` to return (they poll their cancel event)."""
+    deadline = time.monotonic() + seconds
+    for thread in list(getattr(pool, "_threads", ())):
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class ProgressDisplay:
+    """Progress on stderr: tqdm bars (volumes and slices) on a terminal, else one line per
+    finished volume; nothing with ``quiet`` (errors are always printed)."""
+
+    def __init__(self, total: int, *, quiet: bool) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.done = 0
+        self._lock = threading.Lock()
+        self._bars: tuple[Any, Any] | None = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            volumes = tqdm(total=total, desc="volumes", unit="vol", position=0, leave=True)
+            slices = tqdm(total=0, desc="slices ", unit="slice", position=1, leave=False)
+            self._bars = (volumes, slices)
+
+    def slices(self, done: int, added: int) -> None:
+        if self._bars is None:
+            return
+        with self._lock:
+            bar = self._bars[1]
+            if added:
+                bar.total += added
+            if done:
+                bar.update(done)
+            bar.refresh()  # once per request of up to 16 slices: cheap
+
+    def volume_done(self, source: str, status: str, error: str | None = None) -> None:
+        with self._lock:
+            self.done += 1
+            line = f"[{self.done}/{self.total}] {printable(source)}: {status}"
+            if self._bars is not None:
+                if error:
+                    self._bars[0].write(error, file=sys.stderr)
+                self._bars[0].update(1)
+                self._bars[0].set_postfix_str(printable(source)[-40:], refresh=True)
+                return
+            if error:
+                print(error, file=sys.stderr)
+            if not self.quiet:
+                print(line, file=sys.stderr)
+
+    def __enter__(self) -> ProgressDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            for bar in reversed(self._bars):
+                bar.close()
+
+
+# --- contours -----------------------------------------------------------------------------
 
 
 def _cmd_contours(args: argparse.Namespace) -> int:
@@ -222,41 +435,64 @@ def _cmd_contours(args: argparse.Namespace) -> int:
     from .slicing import prepare
     from .volume_io import load_volume
 
+    plans = plan_outputs([args.volume], args.output, labels=args.labels, overlay=args.overlay)
+    check_plan(plans, [args.volume, args.label_input], overwrite=args.overwrite)
+    plan = plans[0]
     t0 = time.perf_counter()
     volume = load_volume(args.volume, volume_index=args.volume_index)
-    labels_vol = load_volume(args.labels)
-    if labels_vol.shape != volume.shape or not np.allclose(
-        labels_vol.affine, volume.affine, atol=1e-3
-    ):
-        raise InvalidVolumeError(
-            f"{args.labels}: grid {labels_vol.shape} does not match the volume's "
-            f"{volume.shape} (shape and affine must be identical)"
-        )
+    labels_vol = load_volume(args.label_input)
+    _check_same_grid(volume, labels_vol, args.label_input)
     values = labels_vol.data
     if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        raise InvalidVolumeError(f"{args.labels}: label values must be whole numbers")
+        raise InvalidVolumeError(f"{args.label_input}: label values must be whole numbers")
     if values.size and (values.min() < 0 or values.max() >= contract.NUM_CLASSES):
         raise InvalidVolumeError(
-            f"{args.labels}: label values must be class indices 0..{contract.NUM_CLASSES - 1} "
-            f"({', '.join(contract.CLASS_KEYS)})"
+            f"{args.label_input}: label values must be class indices "
+            f"0..{contract.NUM_CLASSES - 1} ({', '.join(contract.CLASS_KEYS)})"
         )
+    from .client import recorded_name
+
+    volume = dataclasses.replace(
+        volume, source=recorded_name(args.volume) if args.name is None else args.name
+    )
     prepared = prepare(volume)
     labels = np.ascontiguousarray(to_display(values, prepared.geometry)).astype(np.uint8)
     result = assemble(
         volume,
         prepared,
         labels,
-        overlay=bool(args.overlay),
-        provenance={"labels_source": str(args.labels), "tool": "aspects contours"},
+        overlay=plan.overlay is not None,
+        provenance={"labels_source": recorded_name(args.label_input), "tool": "aspects contours"},
     )
-    write_atomic(args.output, dumps(result.document).encode())
-    if args.label_map:
-        write_atomic(args.label_map, label_map_bytes(result.label_image))
-    if args.overlay and result.overlay_png:
-        write_atomic(args.overlay, result.overlay_png)
-    warn_qc(volume.source, result.document["qc"])
-    print(f"wrote {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    files = {plan.json: dumps(result.document).encode()}
+    if plan.labels is not None:
+        files[plan.labels] = label_map_bytes(result.label_image)
+    if plan.overlay is not None and result.overlay_png is not None:
+        files[plan.overlay] = result.overlay_png
+    commit(files, overwrite=args.overwrite)
+    warn_qc(args.volume, result.document["qc"])
+    print(f"wrote {printable(str(plan.json))} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
+
+
+def _check_same_grid(volume: Any, labels: Any, label_path: str) -> None:
+    """The label map must share the volume's shape and affine (to 1e-3 mm)."""
+    import numpy as np
+
+    from .errors import InvalidVolumeError
+
+    if labels.shape != volume.shape:
+        raise InvalidVolumeError(
+            f"{label_path}: shape {labels.shape} differs from the volume's {volume.shape}; "
+            "the label map must be in the volume's grid"
+        )
+    diff = float(np.max(np.abs(labels.affine - volume.affine)))
+    if diff > 1e-3:
+        raise InvalidVolumeError(
+            f"{label_path}: same shape {labels.shape}, but its affine differs from the "
+            f"volume's by up to {diff:.4g} mm; the label map must be in the volume's grid "
+            "(same sform/qform)"
+        )
 
 
 def _cmd_serve_local(args: argparse.Namespace) -> int:

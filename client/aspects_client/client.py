@@ -7,15 +7,22 @@
         result.overlay_png       # PNG bytes for a person
         result.regions["m1"]["r"].volume_ml, .confidence
         result.qc                # quality control: {"passed", "flags", "checks"}
-        result.provenance        # model, version, thresholds, timings per stage
+        result.provenance        # model, version, request id, thresholds, timings per stage
 
 One client serves many volumes at once from a thread pool: the gRPC channel and the
-boto3 client are shared and thread-safe; each call keeps its own buffers.
+boto3 client are shared and thread-safe; each call keeps its own buffers.  A call can be
+cancelled from another thread (``cancel=threading.Event()``); ``aspects_client.aio`` has
+the asyncio API.  Every failure is an ``AspectsError`` subclass (``aspects_client.errors``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +33,18 @@ import numpy as np
 from . import __version__, contract
 from .assemble import assemble
 from .document import dumps
-from .errors import AspectsError
+from .errors import AspectsError, CancelledError, UsageError
 from .inference import InferenceSettings, TritonSegmenter
 from .labelmap import label_map_bytes
+from .outputs import printable
 from .slicing import prepare
-from .storage import S3Settings, fetch_object, is_s3_url, make_s3_client
+from .storage import S3Settings, check_source_string, fetch_object, is_s3_url, make_s3_client
 from .volume_io import Limits, load_volume
 
 Source = str | Path | bytes | bytearray | memoryview | nib.spatialimages.SpatialImage
+Progress = Callable[[int, int], None]  # (slices done since last call, slices added to total)
+
+log = logging.getLogger("aspects_client")
 
 
 @dataclass(frozen=True)
@@ -83,33 +94,65 @@ class AspectsClient:
         inference: InferenceSettings = InferenceSettings(),
         limits: Limits = Limits(),
         overlay: bool = True,
+        wait_s: float = 0.0,
     ) -> None:
+        """Connects and checks the served model against the contract at once; ``wait_s``:
+        seconds to keep retrying while the server or model is not ready yet."""
+        if not isinstance(url, str) or not url:
+            raise UsageError(f"url must be a 'host:port' string, got {url!r}")
         self.url = url
         self.s3_settings = s3
         self.limits = limits
         self.overlay = overlay
-        self._segmenter = TritonSegmenter(url, inference)
+        self._segmenter = TritonSegmenter(url, inference, wait_s=wait_s)
         self._s3: Any = None
+        self._s3_lock = threading.Lock()
 
     @property
     def model_info(self):
         return self._segmenter.info
 
     def _s3_client(self) -> Any:
-        if self._s3 is None:
-            self._s3 = make_s3_client(self.s3_settings)
-        return self._s3
+        with self._s3_lock:
+            if self._s3 is None:
+                self._s3 = make_s3_client(self.s3_settings)
+            return self._s3
 
     def segment(
-        self, source: Source, *, name: str | None = None, volume_index: int | None = None
+        self,
+        source: Source,
+        *,
+        name: str | None = None,
+        volume_index: int | None = None,
+        cancel: threading.Event | None = None,
+        request_id: str | None = None,
+        progress: Progress | None = None,
     ) -> SegmentationResult:
-        """Segment one volume: an ``s3://`` URL, a path, bytes or a nibabel image."""
+        """Segment one volume: an ``s3://`` URL, a path, bytes or a nibabel image.
+
+        name: what the results record as ``source.name`` and the overlay title (default:
+        the file name without its directories or S3 prefix; "" records nothing) — the
+        full path or key never goes into a result.  cancel: set it from another thread to
+        stop (CancelledError within about 0.2 s, nothing returned).  request_id: sent
+        with every gRPC request and kept in the provenance (default: a new uuid4).
+        progress: called as ``progress(slices_done, slices_added)`` from worker threads.
+        """
+        _check_source_type(source)
+        if name is not None and not isinstance(name, str):
+            raise UsageError(f"name must be a string, got {type(name).__name__}")
+        request_id = request_id or uuid.uuid4().hex
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        label = name or (str(source) if isinstance(source, (str, Path)) else None)
+        label = str(source) if isinstance(source, (str, Path)) else None
+        recorded = recorded_name(source) if name is None else name
+        log.debug("request %s: %s", request_id, recorded)
+        _check_cancel(cancel)
         if is_s3_url(source):
             raw: Any = fetch_object(
-                str(source), self._s3_client(), max_bytes=self.s3_settings.max_object_bytes
+                str(source),
+                self._s3_client(),
+                max_bytes=self.s3_settings.max_object_bytes,
+                cancel=cancel,
             )
             timings["download"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -117,17 +160,29 @@ class AspectsClient:
             del raw
         else:
             volume = load_volume(source, name=label, volume_index=volume_index, limits=self.limits)
+        volume = dataclasses.replace(volume, source=recorded)
         timings["decode_validate"] = time.perf_counter() - t
+        _check_cancel(cancel)
         t = time.perf_counter()
         prepared = prepare(volume)
         timings["prepare"] = time.perf_counter() - t
+        _check_cancel(cancel)
+        if progress is not None:
+            progress(0, len(prepared.slices))
         t = time.perf_counter()
-        labels, confidence = self._segmenter.infer(prepared.slices)
+        labels, confidence = self._segmenter.infer(
+            prepared.slices,
+            request_id=request_id,
+            cancel=cancel,
+            progress=(lambda n: progress(n, 0)) if progress is not None else None,
+        )
         timings["inference"] = time.perf_counter() - t
+        _check_cancel(cancel)
         t = time.perf_counter()
         info = self._segmenter.info
         provenance = {
             "client": f"aspects_client {__version__}",
+            "request_id": request_id,
             "server": self.url,
             "model": info.name,
             "model_version": info.version,
@@ -155,7 +210,7 @@ class AspectsClient:
                 prepared.slices,
                 result.contours,
                 prepared.geometry,
-                title=f"{volume.source}  ({info.name} v{info.version})",
+                title=f"{printable(volume.source)}  ({info.name} v{info.version})".lstrip(),
                 note=f"unet: {checkpoint}" if checkpoint else "",
                 qc=result.document["qc"],
             )
@@ -186,6 +241,33 @@ class AspectsClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def recorded_name(source: Source) -> str:
+    """What a result records by default: the last path segment of a path or S3 key (no
+    directories, no bucket or prefix, which often hold patient identifiers)."""
+    if isinstance(source, (str, Path)):
+        return str(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    if isinstance(source, nib.spatialimages.SpatialImage):
+        return "<nibabel image>"
+    return "<bytes>"
+
+
+def _check_source_type(source: object) -> None:
+    if isinstance(source, bool) or not isinstance(
+        source, (str, Path, bytes, bytearray, memoryview, nib.spatialimages.SpatialImage)
+    ):
+        raise UsageError(
+            "source must be an s3:// URL, a file path, NIfTI bytes or a nibabel image, "
+            f"got {type(source).__name__}"
+        )
+    if isinstance(source, str):
+        check_source_string(source)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("cancelled; nothing was written")
 
 
 def hemisphere_confidence(

@@ -184,6 +184,9 @@ MODEL_IO: dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]] = {
 
 # --- volume validation bounds -----------------------------------------------------------
 
-MAX_VOXELS = 256 * 1024 * 1024  # refuse volumes with more voxels than this
+MAX_VOXELS = 64 * 1024 * 1024  # refuse volumes with more voxels than this (1024x1024x64)
+MAX_INPLANE_VOXELS = 1024  # refuse slices wider or taller than this (checked from the header)
+MIN_INPLANE_VOXELS = 32  # ... or narrower / shorter than this: not a head slice
+MIN_INPLANE_FOV_MM = 80.0  # ... or whose field of view is smaller than this along an axis
 MAX_DECOMPRESSED_BYTES = 2 * 1024**3  # hard cap on what a gzip stream may inflate to
 VOXEL_SIZE_RANGE_MM: tuple[float, float] = (0.05, 20.0)  # sane voxel edge lengths

@@ -10,6 +10,28 @@ class AspectsError(Exception):
     """Base of every error raised on purpose by aspects_client / aspects_export."""
 
 
+# --- how the library or the CLI was called ----------------------------------------------
+
+
+class UsageError(AspectsError, ValueError):
+    """An argument or option is invalid (API misuse, out-of-range number); CLI exit 2."""
+
+
+class OutputConflictError(UsageError):
+    """An output path is an input, another output, a link, a directory or a device, or it
+    exists and overwriting was not asked for; refused before any work (CLI exit 2)."""
+
+
+class OutputError(AspectsError):
+    """Writing an output failed (disk full, permission denied); nothing of that source
+    was left behind."""
+
+
+class CancelledError(AspectsError):
+    """The work was cancelled (Ctrl-C, SIGTERM, an asyncio cancellation or a cancel event);
+    nothing partial was written."""
+
+
 # --- bad input volumes -------------------------------------------------------------------
 
 
@@ -43,6 +65,15 @@ class NonFiniteDataError(InvalidVolumeError):
 
 class VoxelSizeError(InvalidVolumeError):
     """Absurd voxel sizes or a degenerate affine."""
+
+
+class OrientationUnknownError(InvalidVolumeError):
+    """The header holds no orientation (sform_code = qform_code = 0) or zero voxel sizes:
+    left/right and volumes would be invented."""
+
+
+class NotAHeadImageError(InvalidVolumeError):
+    """The data cannot be a head image: constant, all zero, or too few pixels in-plane."""
 
 
 class VolumeTooLargeError(InvalidVolumeError):

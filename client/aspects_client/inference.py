@@ -3,17 +3,32 @@
 A volume's display slices [N, H, W] become 2.5D stacks [N, 3, H, W] (``context_stacks``:
 channel c of item k is slice k + contract.CONTEXT_OFFSETS[c], edge-replicated; built here,
 before any split, because only the client has the whole volume).  The stacks are split into
-requests of at most the model's max batch size, sent concurrently (``async_infer``) so the
-server's dynamic batcher can fill batches across volumes, and put back in order.  Either
-every slice comes back or the call raises: never a partial result.  UNAVAILABLE / overload
-answers are retried a bounded number of times with exponential backoff; every request has a
-deadline.
+requests of at most the model's max batch size, sent concurrently (``async_infer``, at most
+``max_in_flight`` at once) so the server's dynamic batcher can fill batches across volumes,
+and put back in order.  Either every slice comes back or the call raises: never a partial
+result.
+
+Time is bounded twice: every request has its own deadline (``timeout_s``, ``--timeout``) and
+the whole volume one overall deadline (``deadline_s``, ``--deadline``) that every wave, retry
+and backoff must fit in; nothing is sent after it.  UNAVAILABLE / overload answers are retried
+a bounded number of times with exponential backoff, as long as the retry fits in the overall
+deadline.  A volume can be cancelled with a ``threading.Event``; every request carries the
+id ``"<volume id>/<first item>"``, which error messages and DEBUG log lines
+(logger ``aspects_client.inference``) name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
+import math
+import numbers
+import os
 import threading
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,27 +36,82 @@ import numpy as np
 
 from . import contract
 from .errors import (
+    AspectsError,
+    CancelledError,
     InferenceError,
     ModelContractError,
     ModelNotReadyError,
     ServerUnavailableError,
+    UsageError,
 )
 from .preprocessing import context_stacks
 
+log = logging.getLogger("aspects_client.inference")
+
 _RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "Exceeds maximum queue size")
 _TRITON_DTYPES = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32"}
+_POLL_S = 0.05  # how often a waiting volume looks at its cancel event
+_READY_POLL_S = 0.5  # how often the connect-time checks are repeated while wait_s lasts
+MAX_RETRIES = 10
+# CLI option of each setting, for error messages
+_OPTION = {
+    "timeout_s": "--timeout",
+    "deadline_s": "--deadline",
+    "retries": "--retries",
+    "root_certificates": "--root-certificates",
+}
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
+    """How to talk to Triton; every value is checked on construction (UsageError)."""
+
     model: str = contract.ENSEMBLE_MODEL
-    timeout_s: float = 120.0  # deadline of one request
-    retries: int = 4  # extra attempts on UNAVAILABLE / overload (0.2+0.4+0.8+1.6 s)
+    timeout_s: float = 30.0  # deadline of one request
+    retries: int = 4  # extra attempts on UNAVAILABLE / overload (0.2+0.4+0.8+1.6 s), 0..10
     backoff_s: float = 0.2  # first retry delay; doubles each time
     ssl: bool = False
     root_certificates: str | None = None  # PEM file for TLS
     max_in_flight: int = 8  # requests of one volume in flight at once
-    connect_timeout_s: float = 20.0  # deadline of each connect-time check (ready, metadata)
+    connect_timeout_s: float = 10.0  # deadline of each connect-time check (ready, metadata)
+    deadline_s: float = 60.0  # one volume, overall: every wave, retry and backoff
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "connect_timeout_s", "deadline_s"):
+            _check_seconds(name, getattr(self, name), positive=True)
+        _check_seconds("backoff_s", self.backoff_s, positive=False)
+        _check_int("retries", self.retries, 0, MAX_RETRIES)
+        _check_int("max_in_flight", self.max_in_flight, 1, None)
+        if not isinstance(self.model, str) or not self.model:
+            raise UsageError(f"{_name('model')} must be a model name, got {self.model!r}")
+        if self.root_certificates is not None:
+            path = self.root_certificates
+            if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+                raise UsageError(f"{_name('root_certificates')}: no such file: {path!r}")
+            if not os.access(path, os.R_OK):
+                raise UsageError(f"{_name('root_certificates')}: cannot read {path!r}")
+
+
+def _name(setting: str) -> str:
+    option = _OPTION.get(setting)
+    return f"{option} (InferenceSettings.{setting})" if option else f"InferenceSettings.{setting}"
+
+
+def _check_seconds(setting: str, value: Any, *, positive: bool) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        bound = "> 0" if positive else ">= 0"
+        raise UsageError(
+            f"{_name(setting)} must be a finite number of seconds {bound}, got {value!r}"
+        )
+
+
+def _check_int(setting: str, value: Any, low: int, high: int | None) -> None:
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise UsageError(f"{_name(setting)} must be an integer {bound}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -56,11 +126,24 @@ class ModelInfo:
 
 
 class TritonSegmenter:
-    """One gRPC channel to Triton; thread-safe ``infer`` for many volumes at once."""
+    """One gRPC channel to Triton; thread-safe ``infer`` for many volumes at once.
 
-    def __init__(self, url: str, settings: InferenceSettings = InferenceSettings()) -> None:
+    ``wait_s`` > 0: the connect-time checks (server ready, model ready, metadata) are
+    repeated every 0.5 s while the server is unreachable or not ready, until ``wait_s`` has
+    passed (each check still has ``connect_timeout_s``); then the last error is raised.  A
+    served model that breaks the contract (ModelContractError) is never waited for.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        settings: InferenceSettings = InferenceSettings(),
+        *,
+        wait_s: float = 0.0,
+    ) -> None:
         import tritonclient.grpc as grpcclient
 
+        _check_seconds_arg("wait_s", wait_s)
         self.url = url
         self.settings = settings
         try:
@@ -68,7 +151,7 @@ class TritonSegmenter:
                 url,
                 ssl=settings.ssl,
                 root_certificates=settings.root_certificates,
-                channel_args=channel_args(),
+                channel_args=channel_args(settings.connect_timeout_s),
             )
         except Exception as exc:
             raise ServerUnavailableError(f"cannot open a gRPC channel to {url}: {exc}") from None
@@ -78,13 +161,23 @@ class TritonSegmenter:
         self._send_lock = threading.Lock()
         self._retry_lock = threading.Lock()
         self.retried = 0  # requests sent again after a retryable answer, over this client's life
-        if settings.max_in_flight < 1:
-            raise ValueError("InferenceSettings.max_in_flight must be >= 1")
         try:
-            self.info = self._check_contract()
+            self.info = self._wait_for_contract(wait_s)
         except BaseException:
             self._client.close()
             raise
+
+    def _wait_for_contract(self, wait_s: float) -> ModelInfo:
+        give_up = time.monotonic() + wait_s
+        while True:
+            try:
+                return self._check_contract()
+            except (ServerUnavailableError, ModelNotReadyError) as exc:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise
+                log.debug("%s not ready (%s); checking again for %.1f s", self.url, exc, left)
+                time.sleep(min(_READY_POLL_S, left))
 
     def _call(self, what: str, fn, *args, **kwargs) -> Any:
         from tritonclient.utils import InferenceServerException
@@ -156,54 +249,147 @@ class TritonSegmenter:
             steps[step] = info
         return steps
 
-    def infer(self, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def infer(
+        self,
+        slices: np.ndarray,
+        *,
+        request_id: str | None = None,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One volume's display slices uint8 [N, H, W], in slice order -> (labels uint8
-        [N, H, W], confidence float32 [N, 11]).  Sends their 2.5D stacks (``infer_stacks``)."""
+        [N, H, W], confidence float32 [N, 11]).  Sends their 2.5D stacks; the keywords are
+        those of ``infer_stacks``."""
         slices = np.asarray(slices)
         if slices.dtype != np.uint8 or slices.ndim != 3:
             raise InferenceError(
                 f"slices must be uint8 [N, H, W], got {slices.dtype} {slices.shape}"
             )
         if len(slices) == 0:
-            return np.empty(slices.shape, np.uint8), np.empty((0, contract.NUM_CLASSES), np.float32)
-        if min(slices.shape[1:]) < 1:
+            stacks = np.empty((0, contract.NETWORK_CHANNELS, *slices.shape[1:]), np.uint8)
+        elif min(slices.shape[1:]) < 1:
             raise InferenceError(f"slices must have H, W >= 1, got {slices.shape}")
-        return self.infer_stacks(context_stacks(slices))
+        else:
+            stacks = context_stacks(slices)
+        return self.infer_stacks(
+            stacks,
+            request_id=request_id,
+            cancel=cancel,
+            progress=progress,
+        )
 
-    def infer_stacks(self, stacks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def infer_stacks(
+        self,
+        stacks: np.ndarray,
+        *,
+        request_id: str | None = None,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Ready-made 2.5D stacks uint8 [N, 3, H, W] (independent items) -> (labels uint8
-        [N, H, W] of each item's middle slice, confidence float32 [N, 11]), in item order."""
+        [N, H, W] of each item's middle slice, confidence float32 [N, 11]), in item order.
+
+        ``request_id``: the volume's id (default: a fresh uuid4 hex); request k carries
+        ``f"{request_id}/{first item}"`` and errors name it.  ``cancel``: when set, every
+        request in flight is cancelled, nothing more is sent and CancelledError is raised
+        (within ~0.1 s).  ``progress(n)``: called with the number of items just completed
+        (the calls sum to N on success); it runs on gRPC's callback thread, so it must be
+        quick and thread-safe; it is never called after this method has returned or raised,
+        and an exception from it fails the volume.  Raises ServerUnavailableError when the
+        overall deadline (``deadline_s``) passes, naming it.
+        """
         stacks = np.asarray(stacks)
         channels = contract.NETWORK_CHANNELS
         if stacks.dtype != np.uint8 or stacks.ndim != 4 or stacks.shape[1] != channels:
             raise InferenceError(
                 f"stacks must be uint8 [N, {channels}, H, W], got {stacks.dtype} {stacks.shape}"
             )
+        if request_id is None:
+            request_id = uuid.uuid4().hex
+        elif not isinstance(request_id, str) or not request_id:
+            raise UsageError(f"request_id must be a non-empty string, got {request_id!r}")
+        rid = request_id
         n = len(stacks)
+        if cancel is not None and cancel.is_set():
+            raise CancelledError(f"volume {rid}: cancelled before anything was sent")
         out_shape = (n, *stacks.shape[2:])
         if n == 0:
             return np.empty(out_shape, np.uint8), np.empty((0, contract.NUM_CLASSES), np.float32)
+        settings = self.settings  # one snapshot for the whole volume
+        deadline = time.monotonic() + settings.deadline_s
         step = min(self.info.max_batch_size, contract.MAX_BATCH_SIZE)
-        chunks = [(i, min(i + step, n)) for i in range(0, n, step)]
         labels = np.empty(out_shape, np.uint8)
         confidence = np.empty((n, contract.NUM_CLASSES), np.float32)
-        gate = threading.Semaphore(self.settings.max_in_flight)
-        done = threading.Event()
-        lock = threading.Lock()
-        state: dict[str, Any] = {"pending": len(chunks), "error": None}
-        in_flight: dict[tuple[int, int], Any] = {}  # (lo, hi) -> tritonclient CallContext
 
-        def finish(error: BaseException | None) -> None:
+        lock = threading.Lock()  # guards state, due, in_flight
+        report = threading.Lock()  # progress calls vs. the end of this call
+        wake = threading.Event()  # set by every answer
+        state: dict[str, Any] = {"left": 0, "done": 0, "error": None, "open": True}
+        # (not before, lo, hi, attempt): requests to send, first wave at once, retries later
+        due: list[tuple[float, int, int, int]] = [
+            (0.0, lo, min(lo + step, n), 0) for lo in range(0, n, step)
+        ]
+        state["left"] = len(due)
+        in_flight: dict[int, Any] = {}  # token -> tritonclient CallContext (None while sending)
+        tokens = itertools.count()
+
+        def fail(error: BaseException) -> None:
             with lock:
-                if error is not None and state["error"] is None:
+                if state["error"] is None:
                     state["error"] = error
-                state["pending"] -= 1
-                if state["pending"] == 0 or state["error"] is not None:
-                    done.set()
+            wake.set()
+
+        def answer(lo: int, hi: int, attempt: int, token: int, timeout: float) -> Callable:
+            def callback(result: Any, error: Any) -> None:
+                with lock:
+                    in_flight.pop(token, None)
+                    closed = state["error"] is not None or not state["open"]
+                if error is not None:
+                    log.debug(
+                        "request %s/%d failed (attempt %d): %s", rid, lo, attempt + 1, _short(error)
+                    )
+                    if closed:
+                        return
+                    retry_at = time.monotonic() + settings.backoff_s * 2**attempt
+                    retry = attempt < settings.retries and _retryable(error)
+                    if retry and retry_at < deadline:
+                        with lock:
+                            due.append((retry_at, lo, hi, attempt + 1))
+                        wake.set()
+                        return
+                    fail(
+                        _error(settings, self.url, error, rid, lo, hi, attempt, timeout, late=retry)
+                    )
+                    return
+                try:
+                    lab = result.as_numpy(contract.OUTPUT_LABELS)
+                    conf = result.as_numpy(contract.OUTPUT_CONFIDENCE)
+                    want = (hi - lo, *stacks.shape[2:])
+                    if lab is None or lab.shape != want or conf is None:
+                        raise InferenceError(
+                            f"request {rid}/{lo}, items {lo}..{hi - 1}: the server returned "
+                            f"{None if lab is None else lab.shape}, expected {want}"
+                        )
+                    labels[lo:hi] = lab
+                    confidence[lo:hi] = conf
+                    if progress is not None:
+                        with report:
+                            if state["open"]:
+                                progress(hi - lo)
+                except BaseException as exc:
+                    fail(exc)
+                    return
+                with lock:
+                    state["left"] -= 1
+                    state["done"] += hi - lo
+                wake.set()
+
+            return callback
 
         def send(lo: int, hi: int, attempt: int) -> None:
             from tritonclient.grpc import InferInput, InferRequestedOutput
 
+            timeout = min(settings.timeout_s, deadline - time.monotonic())
             batch = np.ascontiguousarray(stacks[lo:hi])
             inp = InferInput(contract.INPUT_SLICES, list(batch.shape), "UINT8")
             inp.set_data_from_numpy(batch)
@@ -211,115 +397,107 @@ class TritonSegmenter:
                 InferRequestedOutput(contract.OUTPUT_LABELS),
                 InferRequestedOutput(contract.OUTPUT_CONFIDENCE),
             ]
-
-            def callback(result: Any, error: Any) -> None:
-                gate.release()
-                with lock:
-                    in_flight.pop((lo, hi), None)
-                if error is not None:
-                    if attempt < self.settings.retries and _retryable(error) and not done.is_set():
-                        with self._retry_lock:
-                            self.retried += 1
-                        delay = self.settings.backoff_s * (2**attempt)
-                        timer = threading.Timer(delay, lambda: submit(lo, hi, attempt + 1))
-                        timer.daemon = True
-                        timer.start()
-                        return
-                    finish(self._error(error, lo, hi, attempt))
-                    return
-                try:
-                    lab = result.as_numpy(contract.OUTPUT_LABELS)
-                    conf = result.as_numpy(contract.OUTPUT_CONFIDENCE)
-                    want = (hi - lo, *batch.shape[2:])
-                    if lab is None or lab.shape != want or conf is None:
-                        raise InferenceError(
-                            f"slices {lo}..{hi - 1}: the server returned "
-                            f"{None if lab is None else lab.shape}, expected {want}"
-                        )
-                    labels[lo:hi] = lab
-                    confidence[lo:hi] = conf
-                    finish(None)
-                except BaseException as exc:
-                    finish(exc)
-
-            with self._send_lock:
-                context = self._client.async_infer(
-                    self.settings.model,
-                    [inp],
-                    callback,
-                    outputs=outs,
-                    client_timeout=self.settings.timeout_s,
-                )
+            token = next(tokens)
+            callback = answer(lo, hi, attempt, token, timeout)
             with lock:
-                if (lo, hi) not in in_flight and not done.is_set():
-                    in_flight[(lo, hi)] = context
-
-        def submit(lo: int, hi: int, attempt: int) -> None:
-            if done.is_set():
-                finish(None)
-                return
-            gate.acquire()
+                in_flight[token] = None
+            if attempt:
+                with self._retry_lock:
+                    self.retried += 1
+            log.debug(
+                "request %s/%d sent: items %d..%d, attempt %d, timeout %.3g s",
+                rid,
+                lo,
+                lo,
+                hi - 1,
+                attempt + 1,
+                timeout,
+            )
             try:
-                send(lo, hi, attempt)
-            except BaseException as exc:
-                gate.release()
-                finish(exc)
+                with self._send_lock:
+                    context = self._client.async_infer(
+                        settings.model,
+                        [inp],
+                        callback,
+                        outputs=outs,
+                        request_id=f"{rid}/{lo}",
+                        client_timeout=timeout,
+                    )
+            except Exception as exc:  # the channel refused it: as if it had answered so
+                callback(None, exc)
+                return
+            with lock:
+                if token in in_flight:
+                    in_flight[token] = context
 
-        for lo, hi in chunks:
-            submit(lo, hi, 0)
-        # every attempt has its own deadline; waves of max_in_flight requests run one after
-        # another; add the backoff delays and some slack
-        retries = max(0, self.settings.retries)
-        waves = -(-len(chunks) // self.settings.max_in_flight)
-        limit = (
-            self.settings.timeout_s * (retries + 1 + waves)
-            + self.settings.backoff_s * (2**retries - 1)
-            + 5.0
-        )
-        finished = done.wait(limit)
-        done.set()  # stop pending retries from sending anything more
-        error = state["error"]
-        if not finished or error is not None:
+        def send_due() -> bool:
+            """Send what is due now while there is room, never after the deadline or a
+            cancel; False when requests wait for room."""
+            while cancel is None or not cancel.is_set():
+                with lock:
+                    now = time.monotonic()
+                    if state["error"] is not None or now >= deadline:
+                        return True
+                    if len(in_flight) >= settings.max_in_flight:
+                        return False
+                    ready = [i for i, item in enumerate(due) if item[0] <= now]
+                    if not ready:
+                        return True
+                    _, lo, hi, attempt = due.pop(ready[0])
+                send(lo, hi, attempt)
+            return True
+
+        try:
+            while True:
+                wake.clear()
+                room = send_due()
+                with lock:
+                    error, left, done = state["error"], state["left"], state["done"]
+                    next_due = min((item[0] for item in due), default=math.inf)
+                if not room:  # what is due waits for an answer, which sets wake
+                    next_due = math.inf
+                if error is not None:
+                    if isinstance(error, AspectsError):
+                        raise error
+                    raise InferenceError(f"volume {rid}: {error}") from error
+                if left == 0:
+                    return labels, confidence
+                now = time.monotonic()
+                if cancel is not None and cancel.is_set():
+                    raise CancelledError(
+                        f"volume {rid}: cancelled with {done} of {n} items done; nothing returned"
+                    )
+                if now >= deadline:
+                    raise ServerUnavailableError(
+                        f"volume {rid}: no complete answer from {self.url} within the "
+                        f"{settings.deadline_s:g} s overall deadline (--deadline); {done} of "
+                        f"{n} items done; nothing returned"
+                    )
+                wake.wait(max(0.0, min(_POLL_S, deadline - now, next_due - now)))
+        finally:
+            with report:
+                state["open"] = False
             with lock:  # a failed volume: do not leave its other requests running
-                contexts = list(in_flight.values())
+                contexts = [c for c in in_flight.values() if c is not None]
                 in_flight.clear()
+                due.clear()
             for context in contexts:
                 with contextlib.suppress(Exception):
                     context.cancel()
-        if not finished:
-            raise ServerUnavailableError(
-                f"no answer from {self.url} within the {limit:g} s overall deadline; "
-                "nothing returned"
-            )
-        if error is not None:
-            raise error if isinstance(error, InferenceError) else InferenceError(str(error))
-        return labels, confidence
-
-    def _error(self, error: Any, lo: int, hi: int, attempt: int) -> InferenceError:
-        text = _short(error)
-        where = f"{self.settings.model} at {self.url}, slices {lo}..{hi - 1}"
-        if _retryable(error):
-            return ServerUnavailableError(
-                f"{where}: unavailable or overloaded after {attempt + 1} attempts ({text}); "
-                "retry later or add capacity"
-            )
-        if "DEADLINE_EXCEEDED" in text or "Deadline" in text:
-            return ServerUnavailableError(
-                f"{where}: no answer within the {self.settings.timeout_s:g} s deadline ({text}); "
-                "the server is too slow or overloaded"
-            )
-        return InferenceError(f"{where}: {text}")
 
     def close(self) -> None:
         self._client.close()
 
 
-def channel_args() -> list[tuple[str, int]]:
+def channel_args(connect_timeout_s: float = 20.0) -> list[tuple[str, int]]:
     """tritonclient's default channel options plus a short reconnect backoff.
 
     Behind a load balancer a pod may go away; gRPC's default reconnect backoff (1 s growing
-    to 120 s) would outlast our retries, so reconnect within 0.1-1 s instead.  Passing
-    channel_args replaces tritonclient's defaults, hence they are repeated here.
+    to 120 s) would outlast our retries, so reconnect after 0.1-1 s instead.  gRPC core also
+    takes ``grpc.min_reconnect_backoff_ms`` as the deadline of one connect attempt (TCP + TLS
+    + the server's HTTP/2 SETTINGS): it is ``connect_timeout_s``, so a slow network (a
+    600 ms round trip, a server frozen for a second) still connects.  Passing channel_args
+    replaces tritonclient's defaults, hence they are repeated here.
     """
     from tritonclient.grpc import KeepAliveOptions
 
@@ -332,9 +510,51 @@ def channel_args() -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", ka.keepalive_permit_without_calls),
         ("grpc.http2.max_pings_without_data", ka.http2_max_pings_without_data),
         ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.min_reconnect_backoff_ms", math.ceil(connect_timeout_s * 1000)),
     ]
+
+
+def _error(
+    settings: InferenceSettings,
+    url: str,
+    error: Any,
+    rid: str,
+    lo: int,
+    hi: int,
+    attempt: int,
+    timeout: float,
+    late: bool,
+) -> InferenceError:
+    """The error of request ``rid/lo`` (items lo..hi-1) after ``attempt + 1`` attempts, the
+    last with deadline ``timeout``; ``late``: a retry was allowed but would pass the overall
+    deadline."""
+    text = _short(error)
+    where = f"{settings.model} at {url}, request {rid}/{lo} (items {lo}..{hi - 1})"
+    if _retryable(error):
+        why = (
+            f"the next retry would pass the {settings.deadline_s:g} s overall deadline (--deadline)"
+            if late
+            else "retry later or add capacity"
+        )
+        return ServerUnavailableError(
+            f"{where}: unavailable or overloaded after {attempt + 1} attempts ({text}); {why}"
+        )
+    if "DEADLINE_EXCEEDED" in text or "Deadline" in text:
+        if timeout < settings.timeout_s:
+            which = f"{settings.deadline_s:g} s overall deadline (--deadline)"
+        else:
+            which = f"{settings.timeout_s:g} s deadline of one request (--timeout)"
+        return ServerUnavailableError(
+            f"{where}: no answer within the {which} ({text}); the server is too slow or overloaded"
+        )
+    return InferenceError(f"{where}: {text}")
+
+
+def _check_seconds_arg(name: str, value: Any) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and value >= 0):
+        raise UsageError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
 
 def _short(exc: Any) -> str:

@@ -436,14 +436,25 @@ class LocalTriton:
 # --- `aspects serve-local` --------------------------------------------------------------
 
 
+def _port(text: str) -> int:
+    """A TCP port 0..65535 (0 = any free port), validated when the options are parsed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {value}")
+    return value
+
+
 def add_serve_local_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of ``aspects serve-local``."""
     parser.add_argument(
         "repository", type=Path, help="a CPU model repository (aspects-export --layout cpu)"
     )
-    parser.add_argument("--http-port", type=int, default=8000, help="0 = any free port")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="0 = any free port")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="0 = any free port")
+    parser.add_argument("--http-port", type=_port, default=8000, help="0 = any free port")
+    parser.add_argument("--grpc-port", type=_port, default=8001, help="0 = any free port")
+    parser.add_argument("--metrics-port", type=_port, default=8002, help="0 = any free port")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
         "--model-control-mode", choices=("none", "explicit", "poll"), default="none"
@@ -456,12 +467,15 @@ def add_serve_local_arguments(parser: argparse.ArgumentParser) -> argparse.Argum
         "--server-venv", type=Path, default=None, help=f"default: ${ENV_SERVER_VENV} or repo's"
     )
     parser.add_argument("--log-file", type=Path, default=None, help="server log (default: temp)")
-    parser.add_argument("--ready-timeout", type=float, default=120.0)
+    parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds")
     return parser
 
 
 def run_serve_local(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (or until the server dies); print the URLs once ready."""
+    """Serve until Ctrl-C or SIGTERM (or until the server dies); print the URLs once ready.
+
+    A signal while the server is still starting abandons the start; in every case the
+    tritonserver process is stopped (SIGTERM, then SIGKILL) before returning."""
     server = LocalTriton(
         args.repository,
         http_port=args.http_port or None,
@@ -476,14 +490,18 @@ def run_serve_local(args: argparse.Namespace) -> int:
         ready_timeout=args.ready_timeout,
     )
     stop_requested = False
+    serving = False
 
     def _on_signal(_signum: int, _frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
+        if not serving:  # still starting: abandon the start at once, then stop the server
+            raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _on_signal)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
+        serving = True
         print(f"tritonserver ready in {server.startup_seconds:.1f} s (pid {server.pid})")
         print(f"  gRPC:    {server.grpc_url}")
         print(f"  HTTP:    {server.http_url}")
@@ -500,7 +518,8 @@ def run_serve_local(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve_local_main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,10 @@
 """Quality control on every result: checks a user can act on, reported in the document.
 
-Three checks, thresholds in ``contract`` (``QC_*``):
+Four checks, thresholds in ``contract`` (``QC_*``) and ``hemisphere``:
 
+0. ``midsagittal_plane``: the plane that splits the patient's right and left was estimated
+   from regions labelled on both sides; a fallback plane (head centroid or field-of-view
+   centre, ``hemisphere.estimate_plane``) fails the check: review left/right;
 1. ``asymmetry``: per region, the left/right volume asymmetry from the document's
    ``summary`` (the patient's hemispheres as already decided by the mid-sagittal plane);
 2. ``level_consistency``: ganglionic and supraganglionic regions in one slice and one
@@ -11,7 +14,8 @@ Three checks, thresholds in ``contract`` (``QC_*``):
 ``quality_control`` assembles them into the document's ``qc`` object::
 
     {"passed": bool, "flags": [str, ...],
-     "checks": {"asymmetry": {...}, "level_consistency": {...}, "outside_head": {...}}}
+     "checks": {"midsagittal_plane": {...}, "asymmetry": {...},
+                "level_consistency": {...}, "outside_head": {...}}}
 
 Each check holds ``passed``, ``value``/``values``, ``threshold`` and ``message`` (what the
 user can do).  Flags and messages are plain ASCII (the overlay draws them with OpenCV).
@@ -25,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import contract
+from . import contract, hemisphere
 
 _SIDE_NAME = {contract.HEMISPHERE_RIGHT: "right", contract.HEMISPHERE_LEFT: "left"}
 _DECIMALS = 4
@@ -34,6 +38,53 @@ _DECIMALS = 4
 def region_label(key: str) -> str:
     """'l' -> 'lentiform nucleus (L)': the region's name and its overlay legend key."""
     return f"{contract.REGION_BY_KEY[key].name} ({key.upper()})"
+
+
+# --- 0. the mid-sagittal plane -----------------------------------------------------------
+
+_PLANE_NAME = {
+    hemisphere.METHOD_BILATERAL: "regions labelled on both sides",
+    hemisphere.METHOD_HEAD: "head centroid",
+    hemisphere.METHOD_FOV: "field-of-view centre",
+}
+
+
+def check_midsagittal_plane(plane: Mapping[str, Any]) -> dict[str, Any]:
+    """Fail when the hemispheres were split by a fallback plane, not by the labels.
+
+    plane: the document's ``midsagittal_plane`` ({"normal", "offset_mm", "method"}).
+    threshold: ``hemisphere.MIN_HEAD_SIDE_FRACTION``, the share of the head a plane from
+    the labels must leave on each side (when the image is known).
+    """
+    method = str(plane.get("method", ""))
+    passed = method == hemisphere.METHOD_BILATERAL
+    flags = []
+    if passed:
+        message = (
+            "The patient's right and left were split by the mid-sagittal plane estimated from "
+            "regions labelled on both sides."
+        )
+    else:
+        where = f"x = {float(plane.get('offset_mm', 0.0)):.1f} mm (world RAS)"
+        name = _PLANE_NAME.get(method, method)
+        flags.append(
+            f"left/right: hemisphere assignment used the fallback mid-sagittal plane ({name}, "
+            f"{where}); review left/right"
+        )
+        message = (
+            "The mid-sagittal plane could not be estimated from regions labelled on both "
+            "sides (too few or one-sided labels, or a plane that would not split the head), "
+            f"so the patient's right and left were split at the {name}, {where}: check the "
+            "head position and review every region's hemisphere (r/l) on the overlay before "
+            "using left/right volumes or scores."
+        )
+    return {
+        "passed": passed,
+        "method": method,
+        "threshold": hemisphere.MIN_HEAD_SIDE_FRACTION,
+        "flags": flags,
+        "message": message,
+    }
 
 
 # --- 1. left/right asymmetry --------------------------------------------------------------
@@ -59,8 +110,8 @@ def check_asymmetry(
     The ratio is taken on voxel counts (exact; both sides share one voxel volume), the
     minimum on ``volume_ml`` (mL): a region is flagged when asymmetry > max_asymmetry and
     its larger side holds >= min_volume_ml.  A region on one side only has asymmetry 1.
-    plane_method: the document's ``midsagittal_plane.method``; "fov-centre" (no usable
-    bilateral pair, the field of view's centre was taken) is mentioned in the message.
+    plane_method: the document's ``midsagittal_plane.method``; a fallback plane (no usable
+    bilateral pair: head centroid or field-of-view centre) is mentioned in the message.
     """
     r_key, l_key = contract.HEMISPHERE_RIGHT, contract.HEMISPHERE_LEFT
     values: dict[str, Any] = {}
@@ -106,10 +157,11 @@ def check_asymmetry(
             "position (tilt/rotation, mid-sagittal plane) and the image contrast, then review "
             "these regions on the overlay before using their volumes or scores."
         )
-        if plane_method == "fov-centre":
+        if plane_method is not None and plane_method != hemisphere.METHOD_BILATERAL:
             message += (
                 " The mid-sagittal plane could not be estimated from the labels and was set "
-                "at the centre of the field of view: the left/right split may be wrong."
+                f"by a fallback ({_PLANE_NAME.get(plane_method, plane_method)}): the "
+                "left/right split may be wrong."
             )
     return {
         "passed": passed,
@@ -351,11 +403,10 @@ def quality_control(
         "blur_px": contract.QC_HEAD_BLUR_PX,
         "margin_mm": contract.QC_HEAD_MARGIN_MM,
     }
+    plane = document.get("midsagittal_plane", {})
     checks = {
-        "asymmetry": check_asymmetry(
-            document["summary"],
-            plane_method=document.get("midsagittal_plane", {}).get("method"),
-        ),
+        "midsagittal_plane": check_midsagittal_plane(plane),
+        "asymmetry": check_asymmetry(document["summary"], plane_method=plane.get("method")),
         "level_consistency": check_levels(slices),
         "outside_head": head,
     }

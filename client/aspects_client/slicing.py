@@ -21,9 +21,12 @@ class PreparedVolume:
 
 
 def prepare(volume: Volume) -> PreparedVolume:
-    """Window the whole volume to uint8, reorient to canonical and slice to [N, H, W]."""
+    """Window the whole volume to uint8, reorient to canonical and slice to [N, H, W].
+
+    The window is applied straight to the display view of the data (a view: permutations
+    and flips only), so the one volume-sized allocation is the uint8 stack itself
+    (1 byte per voxel; see ``volume_io`` for the bound of load + prepare)."""
     geometry = geometry_of(volume.affine, volume.shape)
     bounds = window_bounds(volume.data)
-    windowed = window_to_uint8(volume.data, bounds)
-    slices = np.ascontiguousarray(to_display(windowed, geometry))
-    return PreparedVolume(slices=slices, geometry=geometry, window=bounds)
+    slices = window_to_uint8(to_display(volume.data, geometry), bounds)
+    return PreparedVolume(slices=np.ascontiguousarray(slices), geometry=geometry, window=bounds)

@@ -2,10 +2,10 @@
 
 Subcommands::
 
-    aspects-export onnx [--checkpoint demo|untrained|PATH] --out DIR [--oracle]
-    aspects-export tensorrt --onnx DIR/unet.onnx --out DIR [--force]          (GPU host)
-    aspects-export repository --onnx-dir DIR --out REPO [--layout cpu|gpu] [--engine PLAN]
-    aspects-export all [--checkpoint demo|untrained|PATH] --out DIR [--layout cpu|gpu] [--tensorrt]
+    aspects-export onnx [--checkpoint demo|untrained|PATH] -o DIR [--oracle]
+    aspects-export tensorrt --onnx DIR/unet.onnx -o DIR [--force]          (GPU host)
+    aspects-export repository --onnx-dir DIR -o REPO [--layout cpu|gpu] [--engine PLAN]
+    aspects-export all [--checkpoint demo|untrained|PATH] -o DIR [--layout cpu|gpu] [--tensorrt]
 
 Progress goes to stderr; errors are one line on stderr with exit status 1 (2 for bad usage).
 """
@@ -149,23 +149,47 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("onnx", help="write the three ONNX graphs and numeric_report.json")
     add_checkpoint(sp)
-    sp.add_argument("--out", type=Path, required=True, help="output directory")
+    sp.add_argument(
+        "-o", "--output", "--out", dest="out", type=Path, required=True, help="output directory"
+    )
 
     sp = sub.add_parser("tensorrt", help="build the FP16 TensorRT engine (GPU host)")
     sp.add_argument("--onnx", type=Path, required=True, help="unet.onnx")
-    sp.add_argument("--out", type=Path, required=True, help="output directory for unet.plan")
+    sp.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        type=Path,
+        required=True,
+        help="output directory for unet.plan",
+    )
     sp.add_argument("--force", action="store_true", help="rebuild even if the cache key matches")
 
     sp = sub.add_parser("repository", help="write a Triton model repository")
     sp.add_argument("--onnx-dir", type=Path, required=True, help="directory with the .onnx files")
-    sp.add_argument("--out", type=Path, required=True, help="repository directory to write")
+    sp.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        type=Path,
+        required=True,
+        help="repository directory to write",
+    )
     sp.add_argument("--layout", choices=("cpu", "gpu"), default="cpu")
     sp.add_argument("--engine", type=Path, help="TensorRT plan for the gpu layout")
 
     sp = sub.add_parser("all", help="onnx -> report -> repository [-> tensorrt]")
     add_checkpoint(sp)
     sp.add_argument(
-        "--out", type=Path, required=True, help="output directory (onnx/ and model_repository/)"
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        type=Path,
+        required=True,
+        help="output directory (onnx/ and model_repository/)",
     )
     sp.add_argument("--layout", choices=("cpu", "gpu"), default="cpu")
     sp.add_argument("--tensorrt", action="store_true", help="also build the engine (GPU host)")

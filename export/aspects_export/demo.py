@@ -27,7 +27,9 @@ import numpy as np
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aspects_export.demo", description=__doc__)
-    parser.add_argument("--out", default="demo_out", help="output directory")
+    parser.add_argument(
+        "-o", "--output", "--out", dest="out", default="demo_out", help="output directory"
+    )
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--orientation", default="LPS", help="voxel order of the phantom file")
     parser.add_argument(
@@ -48,11 +50,11 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
     """Run the demo into ``out``; returns {"dice": {region: Dice}, "mean_dice", "outputs"}."""
     from aspects_client import contract
     from aspects_client.assemble import assemble
-    from aspects_client.cli import write_atomic
     from aspects_client.document import validate
     from aspects_client.geometry import to_display
     from aspects_client.local_s3 import LocalS3
     from aspects_client.local_triton import LocalTriton
+    from aspects_client.outputs import write_atomic
     from aspects_client.overlay import render_overlay
     from aspects_client.slicing import prepare
     from aspects_client.storage import S3Settings, make_s3_client
@@ -101,9 +103,12 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
         t = time.perf_counter()
         base = out / f"phantom_{orientation}"
         cmd = [sys.executable, "-m", "aspects_client.cli", "segment", url]
-        cmd += ["-o", f"{base}.json", "--labels", "--overlay", "--quiet"]
+        cmd += ["-o", f"{base}.json", "--labels", "--overlay", "--overwrite", "--quiet"]
         cmd += ["--url", triton.grpc_url, "--endpoint-url", s3.endpoint_url]
-        print(f"[demo] $ aspects segment {url} -o {base}.json --labels --overlay", file=sys.stderr)
+        print(
+            f"[demo] $ aspects segment {url} -o {base}.json --labels --overlay --overwrite",
+            file=sys.stderr,
+        )
         env = {
             **os.environ,
             "AWS_ACCESS_KEY_ID": s3.access_key,

@@ -32,7 +32,7 @@ from aspects_client.storage import S3Settings
 
 pytestmark = pytest.mark.integration
 BUCKET = "bad-inputs"
-AFFINE = np.diag([0.9, 0.9, 5.0, 1.0])
+AFFINE = np.diag([2.0, 2.0, 5.0, 1.0])  # 64 px = 128 mm: a head-sized field of view
 
 
 def nii_gz(data: np.ndarray) -> bytes:
@@ -41,7 +41,7 @@ def nii_gz(data: np.ndarray) -> bytes:
 
 def bomb() -> bytes:
     hdr = nib.Nifti1Header()
-    hdr.set_data_shape((32, 32, 8))
+    hdr.set_data_shape((64, 64, 8))
     hdr.set_data_dtype(np.int16)
     hdr.set_sform(AFFINE, code="scanner")
     hdr.set_data_offset(352)
@@ -62,7 +62,7 @@ OBJECTS = {
     ),
     "truncated.nii.gz": lambda: nii_gz(_volume())[:-2000],
     "flat.nii.gz": lambda: nii_gz(_volume((64, 64))),
-    "series.nii.gz": lambda: nii_gz(_volume((32, 32, 4, 3))),
+    "series.nii.gz": lambda: nii_gz(_volume((64, 64, 4, 3))),
     "nan.nii.gz": lambda: nii_gz(np.where(_volume() > 50, np.nan, 1).astype(np.float32)),
     "bomb.nii.gz": bomb,
 }

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import threading
+from typing import Any
 
 import numpy as np
 import pytest
 
-from aspects_client import errors
+from aspects_client import errors, storage
 from aspects_client.local_triton import free_port
 from aspects_client.storage import S3Settings, fetch_object, make_s3_client
 from aspects_client.volume_io import load_volume
@@ -65,7 +67,7 @@ def test_unreachable_endpoint(no_temp_files):
         )
     )
     with pytest.raises(errors.StorageUnreachableError, match="endpoint"):
-        fetch_object("s3://b/k.nii.gz", client)
+        fetch_object("s3://bucket/k.nii.gz", client)
 
 
 def test_object_over_the_cap(s3_client, bucket, no_temp_files):
@@ -76,5 +78,128 @@ def test_object_over_the_cap(s3_client, bucket, no_temp_files):
 
 @pytest.mark.parametrize("url", ["s3://", "s3://bucket", "http://x/y", "s3:///key"])
 def test_bad_urls(url):
-    with pytest.raises(errors.StorageError, match="s3://bucket/key"):
+    with pytest.raises(errors.UsageError, match="s3://bucket/key"):
         fetch_object(url, None)
+
+
+# --- keys are literal --------------------------------------------------------------------
+
+ODD_KEYS = [
+    "odd/a#b.nii.gz",  # urlparse: fragment
+    "odd/a?b=1.nii.gz",  # urlparse: query
+    "odd/scan%20one.nii",  # must not be decoded to a space ...
+    "odd/scan one.nii",  # ... which is another object
+    "odd/100%.nii",
+    "odd/ünï/cødé #2?.nii",
+]
+
+
+@pytest.fixture(scope="module")
+def odd_objects(s3_client, bucket) -> dict[str, bytes]:
+    bodies = {key: f"body of {key}".encode() for key in ODD_KEYS}
+    for key, body in bodies.items():
+        s3_client.put_object(Bucket=bucket, Key=key, Body=body)
+    return bodies
+
+
+@pytest.mark.parametrize("key", ODD_KEYS)
+def test_keys_are_fetched_literally(s3_client, bucket, odd_objects, key, no_temp_files):
+    assert bytes(fetch_object(f"s3://{bucket}/{key}", s3_client)) == odd_objects[key]
+
+
+def test_server_aliases_empty_segments_so_they_are_refused(s3_client, bucket, no_temp_files):
+    """SeaweedFS stores '/k' as 'k' (and 'a//b' as 'a/b'): such keys cannot be fetched
+    literally, so s3://b//k is refused instead of silently fetching the object 'k'."""
+    s3_client.put_object(Bucket=bucket, Key="alias-k", Body=b"plain")
+    s3_client.put_object(Bucket=bucket, Key="/alias-k", Body=b"slash")
+    assert s3_client.get_object(Bucket=bucket, Key="alias-k")["Body"].read() == b"slash"
+    s3_client.put_object(Bucket=bucket, Key="alias/a//b", Body=b"double")
+    assert s3_client.get_object(Bucket=bucket, Key="alias/a/b")["Body"].read() == b"double"
+    for url in (f"s3://{bucket}//alias-k", f"s3://{bucket}/alias/a//b"):
+        with pytest.raises(errors.UsageError, match="empty path segment"):
+            fetch_object(url, s3_client)
+
+
+# --- large objects and cancellation ------------------------------------------------------
+
+BIG = 40 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def big_object(s3_client, bucket) -> bytes:
+    data = np.random.default_rng(5).integers(0, 256, BIG, dtype=np.uint8).tobytes()
+    s3_client.put_object(Bucket=bucket, Key="big/40mb.bin", Body=data)
+    return data
+
+
+def test_large_object_grows_past_the_preallocation(
+    s3_client, bucket, big_object, monkeypatch, no_temp_files
+):
+    monkeypatch.setattr(storage, "_MAX_AHEAD", 8 * 1024 * 1024)
+    got = fetch_object(f"s3://{bucket}/big/40mb.bin", s3_client)
+    assert len(got) == BIG and bytes(got) == big_object
+
+
+class _Spy:
+    """Forwards get_object to the real client; wraps the body to count reads and closes,
+    and calls on_read(n) before the n-th read."""
+
+    def __init__(self, client: Any, on_read=lambda n: None) -> None:
+        self.client, self.on_read = client, on_read
+        self.calls = self.reads = self.closes = 0
+
+    def get_object(self, **kwargs: Any) -> dict:
+        self.calls += 1
+        response = self.client.get_object(**kwargs)
+        response["Body"] = _SpyBody(response["Body"], self)
+        return response
+
+
+class _SpyBody:
+    def __init__(self, body: Any, spy: _Spy) -> None:
+        self.body, self.spy = body, spy
+
+    def read(self, n: int) -> bytes:
+        self.spy.reads += 1
+        self.spy.on_read(self.spy.reads)
+        return self.body.read(n)
+
+    def close(self) -> None:
+        self.spy.closes += 1
+        self.body.close()
+
+
+def test_cancel_already_set_sends_no_request(s3_client, bucket, big_object, no_temp_files):
+    spy, cancel = _Spy(s3_client), threading.Event()
+    cancel.set()
+    with pytest.raises(errors.CancelledError, match="download cancelled"):
+        fetch_object(f"s3://{bucket}/big/40mb.bin", spy, cancel=cancel)
+    assert spy.calls == 0
+
+
+def test_cancel_from_another_thread_mid_download(
+    s3_client, bucket, big_object, monkeypatch, no_temp_files
+):
+    monkeypatch.setattr(storage, "_CHUNK", 1024 * 1024)  # 40 reads for the whole object
+    cancel, reading = threading.Event(), threading.Event()
+
+    def on_read(n: int) -> None:
+        if n == 3:  # hold the third read until the other thread has cancelled
+            reading.set()
+            assert cancel.wait(10), "the cancelling thread never ran"
+
+    def canceller() -> None:
+        assert reading.wait(10)
+        cancel.set()
+
+    spy = _Spy(s3_client, on_read)
+    thread = threading.Thread(target=canceller)
+    thread.start()
+    try:
+        with pytest.raises(errors.CancelledError, match="download cancelled"):
+            fetch_object(f"s3://{bucket}/big/40mb.bin", spy, cancel=cancel)
+    finally:
+        thread.join(10)
+    assert spy.calls == 1 and spy.reads == 3 and spy.closes == 1
+    # the connection is usable afterwards
+    assert len(fetch_object(f"s3://{bucket}/big/40mb.bin", s3_client)) == BIG

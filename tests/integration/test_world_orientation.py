@@ -48,8 +48,8 @@ LEVEL_CLASSES = np.arange(N_LEVELS) % contract.NUM_CLASSES
 # the native halves map exactly onto the network halves (nearest, half-pixel centres)
 RAS_SHAPE = (40, 48, N_LEVELS)
 RAS_AFFINE = np.array(
-    [[1.5, 0, 0, -29.25], [0, 1.2, 0, -28.2], [0, 0, 4.0, -22.0], [0, 0, 0, 1]], float
-)
+    [[2.5, 0, 0, -48.75], [0, 2.0, 0, -47.0], [0, 0, 4.0, -22.0], [0, 0, 0, 1]], float
+)  # a 100 x 96 mm field of view: the client refuses slices under 80 mm (not a head)
 # channel read by each network quadrant: [anterior?][patient left?]
 QUADRANT_CHANNEL = {(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 1}
 

@@ -182,12 +182,18 @@ def test_seaweedfs_start_with_the_real_weed(started_weed) -> None:
 
 _FAKE_EXPORT = r"""
 echo "$*" >> "$CALLS"
+out_of() {  # the value of -o/--output/--out
+  while [ $# -gt 0 ]; do
+    case "$1" in -o|--output|--out) echo "$2"; return ;; esac
+    shift
+  done
+}
 case "$1" in
-  onnx) out=""; while [ $# -gt 0 ]; do [ "$1" = --out ] && out="$2"; shift; done
+  onnx) out="$(out_of "$@")"
         mkdir -p "$out"; for m in preprocess unet postprocess; do echo x > "$out/$m.onnx"; done ;;
-  tensorrt) out=""; while [ $# -gt 0 ]; do [ "$1" = --out ] && out="$2"; shift; done
+  tensorrt) out="$(out_of "$@")"
         echo plan > "$out/unet.plan" ;;
-  repository) out=""; while [ $# -gt 0 ]; do [ "$1" = --out ] && out="$2"; shift; done
+  repository) out="$(out_of "$@")"
         mkdir -p "$out/aspects/1"; echo cfg > "$out/aspects/config.pbtxt" ;;
 esac
 """

@@ -21,6 +21,7 @@ def _project(tmp_path: Path, dependency: str) -> Path:
     shutil.copy(SETUP, root / "scripts" / "setup_envs.sh")
     (root / "requirements").mkdir()
     (root / "requirements" / "server.txt").write_text("\n")
+    (root / "requirements" / "client.lock").write_text("\n")
     (root / "pyproject.toml").write_text(
         "[project]\nname = 'probe'\nversion = '0'\n"
         f"dependencies = ['{dependency}']\n"
@@ -35,7 +36,11 @@ def _run(root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PIP_NO_INDEX": "1", "PYTHON": python}
     return subprocess.run(
         ["bash", str(root / "scripts" / "setup_envs.sh")],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
 
 

@@ -109,8 +109,13 @@ def test_every_deformation_moves_the_labels(maps):
     """Turning each deformation off changes the labels: none of them is silently ignored."""
     grid = g.Grid(matrix=64, fov_mm=230.0, thickness_mm=4.0, z_mm=(12.0,))
     full = _strong(99, maps).render(grid).classes.numpy()
-    for field, off in (("deform_mm", 0.0), ("ventricle_gain", 0.0), ("epi_mm", 0.0),
-                       ("scale", (1.0, 1.0, 1.0)), ("shear", (0.0, 0.0, 0.0))):
+    for field, off in (
+        ("deform_mm", 0.0),
+        ("ventricle_gain", 0.0),
+        ("epi_mm", 0.0),
+        ("scale", (1.0, 1.0, 1.0)),
+        ("shear", (0.0, 0.0, 0.0)),
+    ):
         head = _strong(99, maps)
         params = dataclasses.replace(head.params, **{field: off})
         head.params, head.warp = params, g.Warp(params, maps, head.device)

@@ -147,8 +147,7 @@ def test_crop_dataset_is_reproducible_per_epoch(small_stack):
     a = [ds[i] for i in range(3)]
     b = [ds[i] for i in range(3)]
     assert all(
-        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
-        for x, y in zip(a, b, strict=True)
+        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True)
     )
     ds.set_epoch(1)
     c = ds[0]

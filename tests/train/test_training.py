@@ -61,13 +61,20 @@ def test_training_steps_on_tiny_crops_lower_the_loss(tiny_phantom):
 
     losses = Losses()
     trainer = L.Trainer(
-        max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[losses],
+        max_steps=10,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[losses],
         limit_val_batches=0,
     )
     module = SegmentationModule(lr=1e-3, warmup_steps=0)
-    trainer.fit(module, torch.utils.data.DataLoader([tuple(t[i] for t in batch) for i in range(4)],
-                                                    batch_size=4))
+    trainer.fit(
+        module,
+        torch.utils.data.DataLoader([tuple(t[i] for t in batch) for i in range(4)], batch_size=4),
+    )
     values = losses.values
     assert len(values) == 10 and all(np.isfinite(values))
     assert np.mean(values[-3:]) < 0.9 * np.mean(values[:3]), values
@@ -90,9 +97,20 @@ def test_fit_checkpoint_goes_through_aspects_export_unchanged(tmp_path, tiny_pai
     # the Lightning checkpoint as written, straight into the exporter's CLI
     out = tmp_path / "onnx"
     proc = subprocess.run(
-        [sys.executable, "-m", "aspects_export.cli", "onnx", "--checkpoint",
-         str(result.best_checkpoint), "--out", str(out), "--check-slices", "1"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "aspects_export.cli",
+            "onnx",
+            "--checkpoint",
+            str(result.best_checkpoint),
+            "--out",
+            str(out),
+            "--check-slices",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     for model in contract.STEP_MODELS:
@@ -103,8 +121,9 @@ def test_fit_checkpoint_goes_through_aspects_export_unchanged(tmp_path, tiny_pai
     weights = export_weights(result.best_checkpoint, tmp_path / "w.safetensors", {"k": "v"})
     assert read_metadata(weights)["k"] == "v"
     assert weights.stat().st_size < 0.6 * sum(
-        v.numel() * 4 for v in torch.load(result.best_checkpoint, weights_only=True)[
-            "state_dict"].values() if v.is_floating_point()
+        v.numel() * 4
+        for v in torch.load(result.best_checkpoint, weights_only=True)["state_dict"].values()
+        if v.is_floating_point()
     )
     full, _ = load_model(result.best_checkpoint)
     half, source = load_model(weights)
@@ -130,8 +149,15 @@ def test_fit_stops_early_and_fine_tunes_from_a_checkpoint(tmp_path, tiny_pairs):
     first = fit(_tiny_config(tmp_path / "a", tiny_pairs, max_epochs=5, stop_after_epochs=1))
     assert torch.load(first.last_checkpoint, weights_only=True)["epoch"] == 0
     # lr 0: the network must end exactly where --init-from started it (BN stats aside)
-    second = fit(_tiny_config(tmp_path / "b", tiny_pairs, init_from=str(first.last_checkpoint),
-                              lr=0.0, weight_decay=0.0))
+    second = fit(
+        _tiny_config(
+            tmp_path / "b",
+            tiny_pairs,
+            init_from=str(first.last_checkpoint),
+            lr=0.0,
+            weight_decay=0.0,
+        )
+    )
     key = "model.segmentation_head.0.weight"
     a = torch.load(first.last_checkpoint, weights_only=True)["state_dict"][key]
     b = torch.load(second.last_checkpoint, weights_only=True)["state_dict"][key]
@@ -147,15 +173,17 @@ def test_tune_writes_the_trials_table(tmp_path, tiny_pairs):
     rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
     assert [r["number"] for r in rows] == ["0", "1"]
     assert all(r["state"] == "COMPLETE" and 0 <= float(r["value"]) <= 1 for r in rows)
-    assert all(r["optimizer"] in ("adamw", "sgd") and 1e-4 <= float(r["lr"]) <= 3e-3
-               for r in rows)
+    assert all(r["optimizer"] in ("adamw", "sgd") and 1e-4 <= float(r["lr"]) <= 3e-3 for r in rows)
     assert study.best_value == pytest.approx(max(float(r["value"]) for r in rows), abs=1e-6)
     assert (tmp_path / "run" / "trial_1" / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_tune_prunes_a_trial_the_pruner_rejects(tmp_path, tiny_pairs):
-    tune(_tiny_config(tmp_path, tiny_pairs), n_trials=1,
-         pruner=optuna.pruners.ThresholdPruner(lower=1.01))  # no Dice reaches it
+    tune(
+        _tiny_config(tmp_path, tiny_pairs),
+        n_trials=1,
+        pruner=optuna.pruners.ThresholdPruner(lower=1.01),
+    )  # no Dice reaches it
     rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["PRUNED"] and rows[0]["last_epoch"] == "0"
 
@@ -164,9 +192,18 @@ def test_cli_fit_reports_a_bad_manifest_in_one_line(tmp_path):
     bad = tmp_path / "pairs.csv"
     bad.write_text("only-one-column.nii.gz\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "aspects_train.cli", "fit", "--train", str(bad),
-         "--out", str(tmp_path / "r")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "aspects_train.cli",
+            "fit",
+            "--train",
+            str(bad),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "expected 'volume,labels'" in proc.stderr

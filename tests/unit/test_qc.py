@@ -388,8 +388,8 @@ def test_contours_cli_writes_qc_and_warns(tmp_path, capsys) -> None:
     nib.save(nib.Nifti1Image(labels, _affine()), lab_path)
     out = tmp_path / "contours.json"
     png = tmp_path / "overlay.png"
-    args = ["contours", str(vol_path), "--labels", str(lab_path), "-o", str(out)]
-    rc = main([*args, "--overlay", str(png)])
+    args = ["contours", str(vol_path), str(lab_path), "-o", str(out)]
+    rc = main([*args, f"--overlay={png}"])
     assert rc == 0
     doc = json.loads(out.read_text())
     validate(doc)

@@ -25,11 +25,12 @@ def gz(raw: bytes) -> bytes:
     return gzip.compress(raw, compresslevel=1)
 
 
-def volume(shape=(16, 12, 4), dtype=np.float32, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).random(shape).astype(dtype) * 100
+def volume(shape=(96, 92, 4), dtype=np.float32, seed=0) -> np.ndarray:
+    """Random intensities on a grid big enough for a head slice (>= 80 mm in-plane)."""
+    return (np.random.default_rng(seed).random(shape) * 100).astype(dtype)
 
 
-def bomb(declared_shape=(32, 32, 8), inflated_bytes=1 << 30) -> bytes:
+def bomb(declared_shape=(96, 96, 8), inflated_bytes=1 << 30) -> bytes:
     """A valid small NIfTI header followed by ~1 GiB of zeros, gzip-compressed."""
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(declared_shape)
@@ -66,11 +67,12 @@ def test_loads_bytes_and_paths(tmp_path: Path, compress: bool, no_temp_files) ->
 
 
 def test_scaled_integers_become_float(no_temp_files) -> None:
-    img = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), AFFINE)
+    stored = (np.arange(96 * 96 * 2) % 1000).astype(np.int16).reshape(96, 96, 2)
+    img = nib.Nifti1Image(stored, AFFINE)
     img.header.set_slope_inter(0.5, 10.0)
     v = load_volume(img.to_bytes())
     assert v.data.dtype == np.float32
-    np.testing.assert_allclose(v.data, np.arange(24).reshape(2, 3, 4) * 0.5 + 10)
+    np.testing.assert_allclose(v.data, stored * 0.5 + 10)
 
 
 def test_nifti2_and_nibabel_image(no_temp_files) -> None:
@@ -82,9 +84,9 @@ def test_nifti2_and_nibabel_image(no_temp_files) -> None:
 
 
 def test_single_volume_4d_is_squeezed_and_index_selects(no_temp_files) -> None:
-    one = load_volume(nii(volume((8, 8, 3, 1))))
-    assert one.shape == (8, 8, 3)
-    series = volume((8, 8, 3, 4))
+    one = load_volume(nii(volume((96, 96, 3, 1))))
+    assert one.shape == (96, 96, 3)
+    series = volume((96, 96, 3, 4))
     picked = load_volume(nii(series), volume_index=2)
     np.testing.assert_array_equal(picked.data, series[..., 2])
 
@@ -98,21 +100,26 @@ BAD = {
     "truncated-header": (lambda: nii(volume())[:200], {}, errors.CorruptVolumeError, "truncated"),
     "truncated-nii": (lambda: nii(volume())[:-500], {}, errors.CorruptVolumeError, "truncated"),
     "truncated-gz": (
-        lambda: gz(nii(volume((64, 64, 8))))[:-3000],
+        lambda: gz(nii(volume((96, 96, 8))))[:-3000],
         {},
         errors.CorruptVolumeError,
         "truncated",
     ),
     "corrupt-gz": (
         lambda: (lambda b: b[:40] + bytes(x ^ 0x5A for x in b[40:400]) + b[400:])(
-            gz(nii(volume((64, 64, 8))))
+            gz(nii(volume((96, 96, 8))))
         ),
         {},
         errors.CorruptVolumeError,
         "corrupt",
     ),
     "2d": (lambda: nii(volume((16, 12))), {}, errors.DimensionalityError, "3D"),
-    "4d-series": (lambda: nii(volume((8, 8, 3, 5))), {}, errors.DimensionalityError, "--volume"),
+    "4d-series": (
+        lambda: nii(volume((8, 8, 3, 5))),
+        {},
+        errors.DimensionalityError,
+        "--volume-index",
+    ),
     "4d-bad-index": (
         lambda: nii(volume((8, 8, 3, 5))),
         {"volume_index": 7},
@@ -191,7 +198,7 @@ def test_missing_path(tmp_path: Path, no_temp_files) -> None:
 
 
 def test_gzip_bomb_refused_with_bounded_memory(no_temp_files) -> None:
-    raw = bomb()  # inflates to 1 GiB; the header declares 16 KiB of voxels
+    raw = bomb()  # inflates to 1 GiB; the header declares 144 KiB of voxels
     assert len(raw) < 2 << 20
     tracemalloc.start()
     try:
@@ -205,7 +212,7 @@ def test_gzip_bomb_refused_with_bounded_memory(no_temp_files) -> None:
 
 def test_multi_member_gzip_is_read_like_gzip_does(no_temp_files) -> None:
     """bgzip/pigz-style streams: several gzip members back to back."""
-    data = volume((32, 24, 6))
+    data = volume((96, 96, 6))
     raw = nii(data)
     members = b"".join(gzip.compress(raw[i : i + 3000]) for i in range(0, len(raw), 3000))
     assert gzip.decompress(members) == raw
@@ -214,8 +221,9 @@ def test_multi_member_gzip_is_read_like_gzip_does(no_temp_files) -> None:
 
 def test_tiny_stream_declaring_a_huge_volume_is_refused_before_allocating(no_temp_files):
     hdr = nib.Nifti1Header()
-    hdr.set_data_shape((512, 512, 512))
+    hdr.set_data_shape((512, 512, 128))  # 128 MiB of float32, within every bound
     hdr.set_data_dtype(np.float32)
+    hdr.set_sform(AFFINE, code="scanner")
     hdr.set_data_offset(352)
     raw = gzip.compress(hdr.binaryblock + bytes(4))
     tracemalloc.start()

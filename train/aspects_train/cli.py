@@ -35,7 +35,14 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     from .fit import FitConfig
 
     d = FitConfig()
-    p.add_argument("--out", default=d.out_dir, help="run directory (checkpoints, logs, recipe)")
+    p.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        default=d.out_dir,
+        help="run directory (checkpoints, logs, recipe)",
+    )
     p.add_argument("--train", help="manifest of labelled training pairs (default: phantoms)")
     p.add_argument("--val", help="manifest of labelled validation pairs (default: phantoms)")
     p.add_argument(
@@ -121,8 +128,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         lr_range=(args.lr_min, args.lr_max),
         storage=args.storage,
     )
-    print(f"best trial {study.best_trial.number}: {study.best_trial.params} "
-          f"val mean Dice {study.best_value:.4f}")
+    print(
+        f"best trial {study.best_trial.number}: {study.best_trial.params} "
+        f"val mean Dice {study.best_value:.4f}"
+    )
     return 0
 
 
@@ -186,7 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-markup", help="coloured markup PNGs → label-map NIfTI")
     p.add_argument("volume", help="the NIfTI the markup was drawn on")
     p.add_argument("markup", nargs="+", help="one PNG per display slice, in slice order")
-    p.add_argument("-o", "--out", required=True, help="label map .nii.gz (the volume's grid)")
+    p.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        required=True,
+        help="label map .nii.gz (the volume's grid)",
+    )
     p.add_argument("--tolerance", type=float, default=40.0, help="RGB distance to a palette colour")
     p.set_defaults(func=cmd_import_markup)
     return parser

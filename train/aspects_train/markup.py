@@ -20,7 +20,7 @@ import numpy as np
 from aspects_client import contract
 from aspects_client.geometry import geometry_of
 from aspects_client.labelmap import label_map_image
-from aspects_client.volume_io import load_volume
+from aspects_client.volume_io import Limits, load_volume
 
 PALETTE: dict[int, tuple[int, int, int]] = {r.index: r.colour_rgb for r in contract.REGIONS}
 GREY_SPREAD = 12  # max(R, G, B) - min(R, G, B) at or below this: a grey (unlabelled) pixel
@@ -94,12 +94,17 @@ def read_markup(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+# Markup needs only the volume's geometry: no minimum slice size (a hand-drawn test grid
+# may be tiny); every other check (orientation, voxel sizes, bounds) stays.
+MARKUP_LIMITS = Limits(min_inplane_voxels=1, min_inplane_fov_mm=0.0)
+
+
 def import_markup_volume(
     volume_path: str | Path, markup_paths: Sequence[str | Path], tolerance: float = 40.0
 ) -> nib.Nifti1Image:
     """Markup images of a volume's display slices (contract orientation: row 0 anterior,
     column 0 patient left; slice 0 inferior) → uint8 label map in the volume's own grid."""
-    volume = load_volume(volume_path)
+    volume = load_volume(volume_path, limits=MARKUP_LIMITS)
     geometry = geometry_of(volume.affine, volume.shape)
     n, h, w = geometry.display_shape
     if len(markup_paths) != n:
