@@ -1,4 +1,4 @@
-# The thin client (`aspects segment`): no torch, no GPU.  Build context: the repository root.
+# The thin client (`aspects segment`): only aspects_client, no torch, no GPU.  Build context: the repository root.
 #   docker compose --profile client build client
 FROM python:3.11-slim
 
@@ -7,9 +7,6 @@ WORKDIR /opt/aspects
 COPY pyproject.toml README.md NOTICE ./
 COPY requirements/client.lock ./requirements/
 COPY client ./client
-COPY export ./export
-COPY synth ./synth
-COPY train ./train
 RUN pip install -c requirements/client.lock . && aspects --version
 
 WORKDIR /out

@@ -4,4 +4,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_envs.sh"
 cd "$ROOT"
-exec .venv/bin/python -m aspects_export.demo -o "${1:-demo_out}"
+exec .venv/bin/python -m aspects_devkit.cli demo -o "${1:-demo_out}"

@@ -45,7 +45,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def s3_server():
     """A real SeaweedFS S3 gateway on free 127.0.0.1 ports, with SigV4 credentials."""
-    from aspects_client.local_s3 import LocalS3
+    from aspects_devkit.local_s3 import LocalS3
 
     server = LocalS3().start()
     try:

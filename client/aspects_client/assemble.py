@@ -9,13 +9,14 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from . import contract
 from .contours import SliceContours, extract_contours
+from .display_stack import PreparedVolume
 from .document import build_document
-from .hemisphere import MidsagittalPlane, estimate_plane, hemisphere_map
+from .hemisphere import estimate_plane, hemisphere_map
 from .labelmap import label_map_image
 from .overlay import render_overlay
 from .qc import quality_control
-from .slicing import PreparedVolume
 from .volume_io import Volume
 
 
@@ -29,7 +30,6 @@ class Assembled:
     label_image: nib.Nifti1Image
     hemispheres: np.ndarray
     contours: list[SliceContours]
-    plane: MidsagittalPlane
     overlay_png: bytes | None
 
 
@@ -39,12 +39,14 @@ def assemble(
     labels: np.ndarray,
     *,
     provenance: dict[str, Any] | None = None,
-    confidence: dict[str, dict[str, float]] | None = None,
+    slice_confidence: np.ndarray | None = None,
     overlay: bool = True,
     overlay_note: str = "",
 ) -> Assembled:
     """labels: uint8 [N, H, W] class indices on ``prepared.slices``' display grid.
 
+    slice_confidence: float32 [N, 11], the served CONFIDENCE of each slice; when given, the
+    summary carries each region's confidence per hemisphere (``hemisphere_confidence``).
     Every document gets its quality-control object (``document["qc"]``, ``aspects_client.qc``)
     computed from these labels and the windowed slices they were predicted on."""
     if labels.shape != prepared.slices.shape:
@@ -59,7 +61,9 @@ def assemble(
         plane,
         source_name=volume.source,
         provenance=provenance,
-        confidence=confidence,
+        confidence=None
+        if slice_confidence is None
+        else hemisphere_confidence(labels, hemis, slice_confidence),
     )
     document["qc"] = quality_control(
         document, labels, prepared.slices, pixel_spacing_mm=geometry.display_pixel_spacing_mm
@@ -79,6 +83,25 @@ def assemble(
         label_image=label_map_image(labels, geometry, volume.header),
         hemispheres=hemis,
         contours=contours,
-        plane=plane,
         overlay_png=png,
     )
+
+
+def hemisphere_confidence(
+    labels: np.ndarray, hemispheres: np.ndarray, confidence: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Per region and hemisphere: the slices' class confidence (CONFIDENCE [N, 11]) averaged
+    with weights = that hemisphere's pixels of the class in each slice; 0 where absent."""
+    n = labels.shape[0]
+    codes = labels.reshape(n, -1).astype(np.int64) * 4 + hemispheres.reshape(n, -1)
+    counts = np.stack([np.bincount(c, minlength=4 * contract.NUM_CLASSES) for c in codes])
+    out: dict[str, dict[str, float]] = {}
+    for region in contract.REGIONS:
+        out[region.key] = {}
+        for hemi, code in contract.HEMISPHERE_CODES.items():
+            w = counts[:, region.index * 4 + code].astype(np.float64)
+            total = w.sum()
+            out[region.key][hemi] = (
+                float((w * confidence[:, region.index]).sum() / total) if total else 0.0
+            )
+    return out

@@ -3,7 +3,8 @@
 Subcommands:
   segment     segment volumes (s3:// URLs or files) through Triton -> contours JSON (+ more)
   contours    contours JSON (+ label map, overlay) from a volume and a label map in its grid
-  serve-local start the local CPU Triton (nvidia-pytriton's tritonserver) until stopped
+
+(The local CPU Triton and the demo are the dev kit's: ``aspects-dev serve-local | demo``.)
 
 Exit codes (docs/errors.md): 0 ok; 1 a source failed (one readable line each); 2 bad usage,
 refused before any work (invalid option, an output that is an input or exists); 130 Ctrl-C,
@@ -144,11 +145,6 @@ def build_parser() -> Parser:
     _add_output_arguments(c, "contours JSON file to write")
     c.set_defaults(func=_cmd_contours)
 
-    s = sub.add_parser("serve-local", help="run the local CPU Triton until Ctrl-C or SIGTERM")
-    from .local_triton import add_serve_local_arguments
-
-    add_serve_local_arguments(s)
-    s.set_defaults(func=_cmd_serve_local)
     return parser
 
 
@@ -428,11 +424,11 @@ def _cmd_contours(args: argparse.Namespace) -> int:
 
     from . import contract
     from .assemble import assemble
+    from .display_stack import prepare
     from .document import dumps
     from .errors import InvalidVolumeError
     from .geometry import to_display
     from .labelmap import label_map_bytes
-    from .slicing import prepare
     from .volume_io import load_volume
 
     plans = plan_outputs([args.volume], args.output, labels=args.labels, overlay=args.overlay)
@@ -493,12 +489,6 @@ def _check_same_grid(volume: Any, labels: Any, label_path: str) -> None:
             f"volume's by up to {diff:.4g} mm; the label map must be in the volume's grid "
             "(same sform/qform)"
         )
-
-
-def _cmd_serve_local(args: argparse.Namespace) -> int:
-    from .local_triton import run_serve_local
-
-    return run_serve_local(args)
 
 
 if __name__ == "__main__":

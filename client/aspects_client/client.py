@@ -28,16 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
 
 from . import __version__, contract
 from .assemble import assemble
+from .display_stack import prepare
 from .document import dumps
 from .errors import AspectsError, CancelledError, UsageError
 from .inference import InferenceSettings, TritonSegmenter
 from .labelmap import label_map_bytes
 from .outputs import printable
-from .slicing import prepare
 from .storage import S3Settings, check_source_string, fetch_object, is_s3_url, make_s3_client
 from .volume_io import Limits, load_volume
 
@@ -194,11 +193,14 @@ class AspectsClient:
                 "bounds": list(prepared.window),
             },
         }
-        result = assemble(volume, prepared, labels, provenance=provenance, overlay=False)
-        per_hemi_conf = hemisphere_confidence(labels, result.hemispheres, confidence)
-        for key, by_hemi in result.document["summary"].items():
-            for hemi, entry in by_hemi.items():
-                entry["confidence"] = round(per_hemi_conf[key][hemi], 4)
+        result = assemble(
+            volume,
+            prepared,
+            labels,
+            provenance=provenance,
+            slice_confidence=confidence,
+            overlay=False,
+        )
         timings["contours_json"] = time.perf_counter() - t
         png = None
         if self.overlay:
@@ -268,26 +270,6 @@ def _check_source_type(source: object) -> None:
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise CancelledError("cancelled; nothing was written")
-
-
-def hemisphere_confidence(
-    labels: np.ndarray, hemispheres: np.ndarray, confidence: np.ndarray
-) -> dict[str, dict[str, float]]:
-    """Per region and hemisphere: the slices' class confidence (CONFIDENCE [N, 11]) averaged
-    with weights = that hemisphere's pixels of the class in each slice; 0 where absent."""
-    n = labels.shape[0]
-    codes = labels.reshape(n, -1).astype(np.int64) * 4 + hemispheres.reshape(n, -1)
-    counts = np.stack([np.bincount(c, minlength=4 * contract.NUM_CLASSES) for c in codes])
-    out: dict[str, dict[str, float]] = {}
-    for region in contract.REGIONS:
-        out[region.key] = {}
-        for hemi, code in contract.HEMISPHERE_CODES.items():
-            w = counts[:, region.index * 4 + code].astype(np.float64)
-            total = w.sum()
-            out[region.key][hemi] = (
-                float((w * confidence[:, region.index]).sum() / total) if total else 0.0
-            )
-    return out
 
 
 __all__ = [

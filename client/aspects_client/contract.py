@@ -91,7 +91,7 @@ PIXEL_SCALE = 255.0  # uint8 -> [0, 1]
 #   src = floor((dst + 0.5) * in / out), computed in integers
 #   (= torch "nearest-exact" = ONNX Resize nearest/half_pixel/round_prefer_ceil; NOT
 #    cv2.INTER_NEAREST_EXACT, whose fixed-point maths is off by one on some rows when
-#    shrinking; see aspects_client.preprocessing.nearest_indices).
+#    shrinking; see aspects_client.server_reference.nearest_indices).
 
 ENCODER_NAME = "efficientnet-b3"
 ARCHITECTURE = "Unet"  # segmentation-models-pytorch

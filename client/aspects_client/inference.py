@@ -44,7 +44,7 @@ from .errors import (
     ServerUnavailableError,
     UsageError,
 )
-from .preprocessing import context_stacks
+from .server_reference import context_stacks
 
 log = logging.getLogger("aspects_client.inference")
 

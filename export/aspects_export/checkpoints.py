@@ -52,11 +52,10 @@ StateDict = dict[str, torch.Tensor]
 
 def demo_weights_path() -> Path:
     """The demo weights file in this repository; CheckpointError when it is not there."""
-    from aspects_client.local_triton import find_repo_root
-
-    for root in (find_repo_root(Path(__file__).resolve().parent), find_repo_root(Path.cwd())):
-        if root is not None and (root / DEMO_WEIGHTS).is_file():
-            return root / DEMO_WEIGHTS
+    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for root in (start, *start.parents):  # the checkout above this package, or above cwd
+            if (root / DEMO_WEIGHTS).is_file():
+                return root / DEMO_WEIGHTS
     raise CheckpointError(
         f"the demo weights ({DEMO_WEIGHTS}) are not in this checkout; run from the repository "
         "(git lfs pull if it uses LFS), train them with scripts/train_demo.sh, or give "

@@ -4,7 +4,7 @@
 from torch modules: they are a dozen nodes each, and writing them by hand pins every attribute
 that decides bit-exactness (Resize mode/coordinate transform, integer index arithmetic for the
 label resize, first-index ArgMax) and keeps them free of exporter-version drift.  They follow
-``aspects_client.preprocessing`` (the NumPy reference) operation for operation.
+``aspects_client.server_reference`` (the NumPy reference) operation for operation.
 
 ``unet`` is exported from the torch module with the legacy TorchScript exporter
 (``dynamo=False``): it handles smp's efficientnet (static "same" padding, SiLU) in ~2 s, gives a
@@ -140,7 +140,7 @@ def postprocess_model(
     ``[N,3,H,W]`` (only its last two dims, the native size, are used) → LABELS uint8 ``[N,H,W]``,
     CONFIDENCE float32 ``[N,11]``.
 
-    Same steps as ``aspects_client.preprocessing.postprocess``.  The per-class area is an exact
+    Same steps as ``aspects_client.server_reference.postprocess``.  The per-class area is an exact
     one-hot ``Equal`` + ``ReduceSum`` (float32 counts are exact below 2**24), counted at network
     size; the label resize is a ``Gather`` with integer indices ``((2*dst+1)*h) // (2*out)``, so
     it is bit-exact.

@@ -3,10 +3,10 @@
 - ``unet``: ONNX Runtime vs PyTorch on the same images — max / mean absolute logit difference,
   label agreement after the same postprocess (must be ≥ ``MIN_LABEL_AGREEMENT``) and raw
   argmax agreement (stricter: no threshold hides disagreement in uncertain pixels);
-- ``preprocess``: ONNX vs ``aspects_client.preprocessing.network_input`` (max abs diff of IMAGE,
+- ``preprocess``: ONNX vs ``aspects_client.server_reference.network_input`` (max abs diff of IMAGE,
   in normalised units) on the 2.5D stacks (``context_stacks``) of the slices at several native
   sizes;
-- ``postprocess``: ONNX vs ``aspects_client.preprocessing.postprocess`` (fraction of exactly
+- ``postprocess``: ONNX vs ``aspects_client.server_reference.postprocess`` (fraction of exactly
   equal LABELS, max abs diff of CONFIDENCE) at the same sizes.
 """
 
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from aspects_client import contract
-from aspects_client import preprocessing as ref
+from aspects_client import server_reference as ref
 from aspects_client.errors import ExportError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Write a Triton model repository from the committed configs and exported ONNX graphs.
 
-Two layouts (DESIGN §4):
+Two layouts (architecture §4):
 
 - ``gpu``: the committed ``model_repository/`` configs copied verbatim, with
   ``preprocess/1/model.onnx``, ``postprocess/1/model.onnx``, ``unet/1/model.plan`` (when an
@@ -32,7 +32,6 @@ VERSION = "1"
 ONNX_MODEL_FILE = "model.onnx"
 PLAN_MODEL_FILE = "model.plan"
 PYTHON_MODEL_FILE = "model.py"
-ONNX_FALLBACK_CONFIG = "onnxruntime"  # unet/configs/onnxruntime.pbtxt
 ENV_REPOSITORY = "ASPECTS_MODEL_REPOSITORY"
 
 # Parameters of the CPU (python backend) steps, read by triton_python_model.py.

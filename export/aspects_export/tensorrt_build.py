@@ -1,4 +1,4 @@
-"""TensorRT FP16 engine for the unet, built on the target GPU (DESIGN §4).
+"""TensorRT FP16 engine for the unet, built on the target GPU (architecture §4).
 
 An engine is tied to the TensorRT version and the GPU model: build it on the deployment GPU
 with the TensorRT of the NGC release of the Triton image (24.10).  Each engine gets a
@@ -188,7 +188,7 @@ def compare_with_onnxruntime(
     """Label agreement (same postprocess) of the TensorRT engine vs ONNX Runtime (CPU) on
     uint8 ``slices [N,H,W]`` (consecutive slices of one volume, sent as their 2.5D stacks);
     ``passed`` when ≥ ``MIN_LABEL_AGREEMENT``."""
-    from aspects_client import preprocessing as ref
+    from aspects_client import server_reference as ref
     from aspects_export.numeric_check import _run_batched, _session
 
     image = ref.network_input(ref.context_stacks(slices))

@@ -1,6 +1,6 @@
 """Shared Triton python_backend ``model.py``: run one step's ONNX graph with onnxruntime.
 
-Copied as ``<step>/1/model.py`` into the generated CPU model repository (DESIGN §4); it
+Copied as ``<step>/1/model.py`` into the generated CPU model repository (architecture §4); it
 runs inside Triton's Python stub from the server environment, so it imports only numpy,
 onnxruntime, json/os and ``triton_python_backend_utils``.  Everything it needs comes from
 the model config: inputs/outputs (names, dtypes, dims), ``max_batch_size`` and the

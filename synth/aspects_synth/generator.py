@@ -492,7 +492,8 @@ def volume_affine(grid: Grid) -> np.ndarray:
 def display_to_ras(array: np.ndarray) -> np.ndarray:
     """Display stack [S, M(rows), M(cols)] → RAS-stored array [M(x), M(y), S]
     (the inverse of the contract's ``rot90`` display of canonical slices)."""
-    return np.ascontiguousarray(np.rot90(np.moveaxis(array, 0, -1), k=-1, axes=(0, 1)))
+    moved = np.moveaxis(array, 0, -1)
+    return np.ascontiguousarray(np.rot90(moved, k=-contract.DISPLAY_ROT90_K, axes=(0, 1)))
 
 
 def render_volume(

@@ -125,7 +125,7 @@ def test_stale_when_any_part_of_the_key_changes(
 def test_engine_batches_and_agrees_with_onnxruntime(built: tuple[Path, Path]) -> None:
     import onnxruntime as ort
 
-    from aspects_client import preprocessing as pp
+    from aspects_client import server_reference as pp
     from aspects_export import numeric_check, tensorrt_build
 
     onnx_path, engine = built

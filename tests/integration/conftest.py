@@ -5,7 +5,7 @@ Three repositories are generated into session temp dirs from the committed confi
 (the oracle whose column strip c reads channel c of the 2.5D stack, to check the stacks) and
 ``effb3`` (the real smp Unet with the seeded, UNTRAINED weights of
 ``load_model("untrained")``).  Each is served by a real ``tritonserver`` (nvidia-pytriton,
-DESIGN §6) on free ports; the fixtures stop the servers by PID.
+architecture §6) on free ports; the fixtures stop the servers by PID.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aspects_devkit.local_triton import LocalTriton, find_server_venv
 
 from aspects_client import contract
 from aspects_client.errors import LocalServerError
-from aspects_client.local_triton import LocalTriton, find_server_venv
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,9 @@ def effb3_onnx_dir(tmp_path_factory: pytest.TempPathFactory, pre_post_onnx_dir: 
 
 
 def _cpu_repository(onnx_dir: Path, out: Path) -> Path:
-    from aspects_export.repository import write_repository
+    from aspects_devkit.stack import cpu_repository
 
-    return write_repository(onnx_dir, out, "cpu")
+    return cpu_repository(onnx_dir, out)
 
 
 @pytest.fixture(scope="session")
@@ -211,7 +211,7 @@ class InProcessEnsemble:
         self.postprocess = session(contract.POSTPROCESS_MODEL)
 
     def __call__(self, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from aspects_client.preprocessing import context_stacks
+        from aspects_client.server_reference import context_stacks
 
         if slices.ndim == 3:
             slices = context_stacks(slices)

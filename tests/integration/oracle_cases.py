@@ -5,7 +5,7 @@ so the oracle's answer is the truth as seen at network resolution: the painted t
 resized to ``contract.NETWORK_SIZE`` (bilinear), banded by the oracle (centre channel of the
 2.5D stack = the slice itself), thinned by the per-slice min-area rule and resized back
 (nearest).  ``expected_classes`` computes that from the TRUE classes with the NumPy reference
-(``aspects_client.preprocessing`` + ``aspects_export.oracle.oracle_logits``), not from what
+(``aspects_client.server_reference`` + ``aspects_export.oracle.oracle_logits``), not from what
 the client sent.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from aspects_client import contract
 from aspects_client.geometry import Geometry, from_display, to_display
 from aspects_client.intensity import window_bounds, window_to_uint8
-from aspects_client.preprocessing import context_stacks, network_input, postprocess
+from aspects_client.server_reference import context_stacks, network_input, postprocess
 from aspects_export.oracle import oracle_classes, oracle_intensity, oracle_logits
 from aspects_synth import Phantom, make_phantom
 

@@ -30,6 +30,7 @@ from aspects_client.errors import InvalidVolumeError
 pytestmark = [pytest.mark.integration]
 
 CLI = [sys.executable, "-m", "aspects_client.cli"]
+DEV = [sys.executable, "-m", "aspects_devkit.cli"]
 
 
 def write_volumes(folder: Path, n: int, shape=(256, 256, 40), seed: int = 0) -> list[Path]:
@@ -87,7 +88,7 @@ def test_a_signal_cancels_in_flight_work_and_writes_nothing_partial(
 
 @pytest.mark.slow
 def test_serve_local_stops_tritonserver_on_sigterm(triton_server_venv, oracle_repository):
-    cmd = [*CLI, "serve-local", str(oracle_repository)]
+    cmd = [*DEV, "serve-local", str(oracle_repository)]
     cmd += ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -124,7 +125,7 @@ def test_serve_local_stops_on_sigterm_during_startup(triton_server_venv, slow_lo
     after the load (the old launcher only noted the signal and waited up to its ready
     timeout)."""
     repo = slow_loading_repository
-    cmd = [*CLI, "serve-local", str(repo), "--grpc-port", "0", "--http-port", "0"]
+    cmd = [*DEV, "serve-local", str(repo), "--grpc-port", "0", "--http-port", "0"]
     cmd += ["--metrics-port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(4.0)  # the server runs and is loading the models (30 s)

@@ -23,11 +23,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from aspects_devkit import local_triton
+from aspects_devkit.local_triton import LocalTriton, free_port
 
-from aspects_client import errors, local_triton
+from aspects_client import errors
 from aspects_client.client import AspectsClient
 from aspects_client.inference import InferenceSettings
-from aspects_client.local_triton import LocalTriton, free_port
 from aspects_client.storage import S3Settings
 
 pytestmark = pytest.mark.integration

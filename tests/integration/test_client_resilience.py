@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aspects_devkit.local_triton import LocalTriton
 
 from aspects_client import contract
 from aspects_client.errors import ServerUnavailableError
 from aspects_client.inference import InferenceSettings, TritonSegmenter
-from aspects_client.local_triton import LocalTriton
 
 from .conftest import InProcessEnsemble, ServedRepository
 
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.integration
 
 def _slices(n: int, h: int = 128, w: int = 128, seed: int = 0) -> np.ndarray:
     """uint8 slices with structure (the oracle answers from intensity): a phantom's."""
-    from aspects_client.slicing import prepare
+    from aspects_client.display_stack import prepare
     from aspects_client.volume_io import load_volume
     from aspects_synth import make_phantom
 

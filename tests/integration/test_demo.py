@@ -9,10 +9,10 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from aspects_devkit import demo
 
 from aspects_client import contract
 from aspects_client.document import validate
-from aspects_export import demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

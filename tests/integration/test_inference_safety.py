@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aspects_devkit.local_triton import free_port
 
 from aspects_client.errors import CancelledError, InferenceError, ServerUnavailableError
 from aspects_client.inference import InferenceSettings, TritonSegmenter
-from aspects_client.local_triton import free_port
 
 from .conftest import InProcessEnsemble, ServedRepository
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 def _slices(n: int, size: int = 96, seed: int = 0) -> np.ndarray:
     """uint8 display slices [n, size, size] of a synthetic phantom (structure to segment)."""
-    from aspects_client.slicing import prepare
+    from aspects_client.display_stack import prepare
     from aspects_client.volume_io import load_volume
     from aspects_synth import make_phantom
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aspects_devkit.local_triton import LocalTriton
 
 from aspects_client.errors import ServerUnavailableError
 from aspects_client.inference import InferenceSettings, TritonSegmenter
-from aspects_client.local_triton import LocalTriton
 from aspects_export.oracle import oracle_intensity
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aspects_devkit.local_triton import free_port
 
 from aspects_client import errors, storage
-from aspects_client.local_triton import free_port
 from aspects_client.storage import S3Settings, fetch_object, make_s3_client
 from aspects_client.volume_io import load_volume
 

@@ -1,4 +1,4 @@
-"""The three-step ensemble served by a real tritonserver on the CPU (DESIGN §4, §6; issue 4).
+"""The three-step ensemble served by a real tritonserver on the CPU (architecture §4, §6; issue 4).
 
 Every test talks gRPC (or HTTP for /metrics) to a server started by the fixtures in
 conftest.py; the in-process reference is onnxruntime running the same three ONNX files.  The
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from aspects_devkit.local_triton import LocalTriton
 from tritonclient.utils import InferenceServerException
 
 from aspects_client import contract
 from aspects_client.errors import LocalServerError
 from aspects_client.inference import TritonSegmenter
-from aspects_client.local_triton import LocalTriton
-from aspects_client.preprocessing import context_stacks, nearest_indices
+from aspects_client.server_reference import context_stacks, nearest_indices
 
 if TYPE_CHECKING:
     from .conftest import InProcessEnsemble, ServedRepository
@@ -411,12 +411,12 @@ def test_launcher_reports_a_failing_model_with_the_log_tail(
 
 
 def test_serve_local_serves_until_interrupted(oracle_repository: Path) -> None:
-    """`python -m aspects_client.local_triton REPO` (what `aspects serve-local` runs)."""
+    """`python -m aspects_devkit.local_triton REPO` (what `aspects-dev serve-local` runs)."""
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "aspects_client.local_triton",
+            "aspects_devkit.local_triton",
             str(oracle_repository),
             "--http-port=0",
             "--grpc-port=0",

@@ -31,11 +31,11 @@ import nibabel.orientations as nio
 import numpy as np
 import onnx
 import pytest
+from aspects_devkit.local_triton import LocalTriton
 from onnx import helper, numpy_helper
 
 from aspects_client import contract
 from aspects_client.client import AspectsClient
-from aspects_client.local_triton import LocalTriton
 from aspects_client.rasterize import rasterize_document
 from aspects_export.oracle import oracle_intensity, oracle_model
 

@@ -224,7 +224,7 @@ def test_triton_ports_health_check_and_repository_agree(compose: dict) -> None:
 def test_triton_ports_match_the_local_launcher_defaults(compose: dict) -> None:
     import argparse
 
-    from aspects_client.local_triton import add_serve_local_arguments
+    from aspects_devkit.local_triton import add_serve_local_arguments
 
     defaults = add_serve_local_arguments(argparse.ArgumentParser()).parse_args(["repo"])
     assert {

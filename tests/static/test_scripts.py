@@ -93,9 +93,8 @@ def started_weed(tmp_path_factory: pytest.TempPathFactory):
     import boto3
     import botocore.config
     import botocore.exceptions
-
-    from aspects_client.local_s3 import _PORT_FLAGS
-    from aspects_client.local_triton import free_port
+    from aspects_devkit.local_s3 import _PORT_FLAGS
+    from aspects_devkit.local_triton import free_port
 
     weed = venv_tool("weed")
     if weed is None:

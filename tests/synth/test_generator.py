@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from aspects_client import contract
+from aspects_client.display_stack import prepare
 from aspects_client.geometry import geometry_of, to_display
 from aspects_client.intensity import window_bounds, window_to_uint8
-from aspects_client.preprocessing import context_stacks, network_input
-from aspects_client.slicing import prepare
+from aspects_client.server_reference import context_stacks, network_input
 from aspects_client.volume_io import load_volume
 from aspects_synth import generator as g
 from aspects_synth import reorder

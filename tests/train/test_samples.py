@@ -8,22 +8,22 @@ import numpy as np
 import pytest
 
 from aspects_client import contract
-from aspects_client.preprocessing import (
+from aspects_client.display_stack import prepare
+from aspects_client.server_reference import (
     context_stacks,
     network_input,
     normalise,
     resize_image,
     resize_labels,
 )
-from aspects_client.slicing import prepare
 from aspects_client.volume_io import load_volume
 from aspects_synth import VOXEL_ORDERS, reorder
+from aspects_synth.recipes import draw_recipe
 from aspects_train.augment import AugmentConfig, crop_transform, random_crop, warp_pair
 from aspects_train.dataset import CropDataset, SliceDataset, SynthDataset, stack_input
 from aspects_train.samples import (
     LabelMismatchError,
     SliceStack,
-    draw_recipe,
     stack_from_files,
     stack_from_volume,
 )

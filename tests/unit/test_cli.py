@@ -168,7 +168,9 @@ def test_numeric_options_are_validated(option, value, tmp_path):
 
 @pytest.mark.parametrize("option", ["--grpc-port", "--http-port", "--metrics-port"])
 def test_serve_local_ports_are_validated(option, tmp_path):
-    one_error_line(run("serve-local", str(tmp_path), option, "70000"), 2, option)
+    cmd = [sys.executable, "-m", "aspects_devkit.cli", "serve-local", str(tmp_path), option]
+    proc = subprocess.run([*cmd, "70000"], capture_output=True, text=True, timeout=120)
+    one_error_line(proc, 2, option)
 
 
 def test_missing_root_certificates_is_one_line(tmp_path):
@@ -267,6 +269,7 @@ def test_an_unreachable_server_is_one_line_and_waits_when_asked(case, tmp_path):
     "argv",
     [
         ["aspects", "segment"],
+        ["aspects-dev", "demo"],
         ["aspects", "contours"],
         ["aspects-export", "onnx"],
         ["aspects-export", "all"],
@@ -280,6 +283,7 @@ def test_every_program_says_dash_o_output(argv):
         "aspects": "aspects_client.cli",
         "aspects-export": "aspects_export.cli",
         "aspects-train": "aspects_train.cli",
+        "aspects-dev": "aspects_devkit.cli",
     }
     cmd = [sys.executable, "-m", modules[argv[0]], *argv[1:], "--help"]
     text = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from aspects_client import contract
-from aspects_client import preprocessing as pp
+from aspects_client import server_reference as pp
 from aspects_client.errors import ExportError
 from aspects_export import graphs, numeric_check, oracle
 
@@ -343,7 +343,7 @@ def test_postprocess_confidence_matches_reference_when_min_area_removes_pixels(t
     import onnxruntime as ort
 
     from aspects_client import contract as c
-    from aspects_client.preprocessing import postprocess
+    from aspects_client.server_reference import postprocess
     from aspects_export.graphs import export_postprocess
     from aspects_export.numeric_check import stress_logits
 

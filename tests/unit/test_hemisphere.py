@@ -15,6 +15,7 @@ import pytest
 
 from aspects_client import contract, qc
 from aspects_client.assemble import assemble
+from aspects_client.display_stack import prepare
 from aspects_client.document import build_document, validate
 from aspects_client.geometry import geometry_of, to_display
 from aspects_client.hemisphere import (
@@ -26,7 +27,6 @@ from aspects_client.hemisphere import (
     fallback_plane,
     hemisphere_map,
 )
-from aspects_client.slicing import prepare
 from aspects_client.volume_io import load_volume
 
 N, H, W = 6, 128, 128

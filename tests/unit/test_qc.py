@@ -19,9 +19,9 @@ import pytest
 
 from aspects_client import contract, qc
 from aspects_client.assemble import assemble
+from aspects_client.display_stack import prepare
 from aspects_client.document import validate
 from aspects_client.geometry import to_display
-from aspects_client.slicing import prepare
 from aspects_client.volume_io import load_volume
 
 X = Y = 128

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from aspects_client import contract, errors
+from aspects_client.display_stack import prepare
 from aspects_client.intensity import window_bounds, window_to_uint8
-from aspects_client.slicing import prepare
 from aspects_client.volume_io import Limits, load_volume, memory_bound
 
 AFFINE = np.diag([0.9, 0.9, 5.0, 1.0])  # 96 x 0.9 mm = 86 mm in-plane: a (small) head

@@ -1,7 +1,7 @@
 """Training of the contract network (smp Unet effb3, 11 classes) with the serving contract.
 
 Slices come from the client's own loading, windowing and reorientation
-(``aspects_client.slicing.prepare``) and its own resize/normalisation
-(``aspects_client.preprocessing``), so a model trained here sees exactly what Triton feeds
+(``aspects_client.display_stack.prepare``) and its own resize/normalisation
+(``aspects_client.server_reference``), so a model trained here sees exactly what Triton feeds
 it.  Checkpoints load unchanged in ``aspects-export``.  Needs the ``[train]`` extra.
 """

@@ -136,7 +136,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .samples import TRAIN_SEED_START, VAL_SEED_START, phantom_stacks, seed_range
+    from aspects_synth.recipes import TRAIN_SEED_START, VAL_SEED_START, seed_range
+
+    from .samples import phantom_stacks
 
     phantom_stacks(seed_range(TRAIN_SEED_START, args.train_phantoms), progress=True)
     phantom_stacks(seed_range(VAL_SEED_START, args.val_phantoms), progress=True)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from aspects_client import contract
-from aspects_client.preprocessing import (
+from aspects_client.server_reference import (
     context_stacks,
     network_input,
     normalise,

@@ -15,17 +15,12 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from torch.utils.data import ConcatDataset, DataLoader
 
+from aspects_synth.recipes import TRAIN_SEED_START, VAL_SEED_START, seed_range
+
 from .augment import AugmentConfig
 from .dataset import CropDataset, FixedDataset, SliceDataset, SynthDataset
 from .module import MONITOR, SegmentationModule
-from .samples import (
-    TRAIN_SEED_START,
-    VAL_SEED_START,
-    SliceStack,
-    phantom_stacks,
-    seed_range,
-    stack_from_files,
-)
+from .samples import SliceStack, phantom_stacks, stack_from_files
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last"

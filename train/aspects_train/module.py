@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from aspects_client import contract
-from aspects_export.accuracy import class_counts, mean_region_dice, region_dice
+from aspects_export.dice import class_counts, mean_region_dice, region_dice
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 MONITOR = "val/mean_dice"

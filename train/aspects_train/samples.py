@@ -1,4 +1,4 @@
-"""Labelled slice stacks in the display orientation the network sees (DESIGN §3).
+"""Labelled slice stacks in the display orientation the network sees (architecture §3).
 
 A :class:`SliceStack` holds a volume after the client's ``prepare`` (window → uint8, RAS+
 reorientation, ``rot90`` display) and its class labels put through the very same
@@ -18,17 +18,10 @@ import nibabel as nib
 import numpy as np
 
 from aspects_client import contract
+from aspects_client.display_stack import prepare
 from aspects_client.geometry import geometry_of, to_display
-from aspects_client.slicing import prepare
 from aspects_client.volume_io import Volume, load_volume
-from aspects_synth.recipes import (  # noqa: F401  (re-exported for the trainer)
-    BENCHMARK_SEED_START,
-    TRAIN_SEED_START,
-    VAL_SEED_START,
-    PhantomRecipe,
-    draw_recipe,
-    seed_range,
-)
+from aspects_synth.recipes import PhantomRecipe, draw_recipe
 
 CACHE_VERSION = "v1"
 

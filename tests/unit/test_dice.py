@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aspects_client import contract
-from aspects_export.accuracy import (
+from aspects_export.dice import (
     SIDE_CLASSES,
     class_counts,
     dice_from_counts,

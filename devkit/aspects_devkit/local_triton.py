@@ -1,7 +1,7 @@
 """Run a real Triton server locally: the ``tritonserver`` binary shipped by nvidia-pytriton.
 
 For tests, benchmarks and the embedded demo on machines without Docker or a GPU
-(DESIGN §6).  The server runs from its own virtual environment (``.venv-server``: pytriton,
+(architecture §6).  The server runs from its own virtual environment (``.venv-server``: pytriton,
 onnxruntime, numpy<2) so the Python backend's stub sees that environment's packages.
 
     with LocalTriton(repository) as server:
@@ -99,7 +99,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-# Log lines that are expected on a machine without a GPU (DESIGN §6).
+# Log lines that are expected on a machine without a GPU (architecture §6).
 _HARMLESS = re.compile(r"CUDA|Cuda|cuda|NVML|DCGM|pinned memory")
 
 
@@ -523,18 +523,10 @@ def run_serve_local(args: argparse.Namespace) -> int:
 
 
 def serve_local_main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m aspects_client.local_triton REPOSITORY``."""
-    parser = add_serve_local_arguments(
-        argparse.ArgumentParser(
-            prog="aspects serve-local", description="Serve a CPU model repository locally."
-        )
-    )
-    args = parser.parse_args(argv)
-    try:
-        return run_serve_local(args)
-    except LocalServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    """``python -m aspects_devkit.local_triton REPOSITORY`` = ``aspects-dev serve-local``."""
+    from .cli import main as devkit_main
+
+    return devkit_main(["serve-local", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

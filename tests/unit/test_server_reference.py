@@ -1,4 +1,4 @@
-"""The NumPy reference of preprocess/postprocess (aspects_client.preprocessing)."""
+"""The NumPy reference of preprocess/postprocess (aspects_client.server_reference)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aspects_client import contract
-from aspects_client import preprocessing as pp
+from aspects_client import server_reference as pp
 
 H, W = contract.NETWORK_SIZE
 C = contract.NUM_CLASSES

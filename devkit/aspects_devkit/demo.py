@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aspects_export.demo", description=__doc__)
+def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``aspects-dev demo``."""
     parser.add_argument(
         "-o", "--output", "--out", dest="out", default="demo_out", help="output directory"
     )
@@ -35,34 +35,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", default="demo", help="demo (default) | untrained | checkpoint PATH"
     )
-    args = parser.parse_args(argv)
-    try:
-        run(
-            Path(args.out), seed=args.seed, orientation=args.orientation, checkpoint=args.checkpoint
-        )
-        return 0
-    except Exception as exc:  # one readable line, as the CLIs do
-        print(f"demo: error: {' '.join(str(exc).split())[:600]}", file=sys.stderr)
-        return 1
+    return parser
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``aspects-dev demo``: run, print the outputs; exceptions go to the CLI."""
+    run(Path(args.out), seed=args.seed, orientation=args.orientation, checkpoint=args.checkpoint)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m aspects_devkit.demo`` = ``aspects-dev demo``."""
+    from .cli import main as devkit_main
+
+    return devkit_main(["demo", *(argv if argv is not None else sys.argv[1:])])
 
 
 def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> dict:
     """Run the demo into ``out``; returns {"dice": {region: Dice}, "mean_dice", "outputs"}."""
     from aspects_client import contract
     from aspects_client.assemble import assemble
+    from aspects_client.display_stack import prepare
     from aspects_client.document import validate
     from aspects_client.geometry import to_display
-    from aspects_client.local_s3 import LocalS3
-    from aspects_client.local_triton import LocalTriton
     from aspects_client.outputs import write_atomic
     from aspects_client.overlay import render_overlay
-    from aspects_client.slicing import prepare
-    from aspects_client.storage import S3Settings, make_s3_client
+    from aspects_client.storage import make_s3_client
     from aspects_client.volume_io import load_volume
+    from aspects_export.dice import class_counts, mean_region_dice, region_dice
     from aspects_synth import make_phantom, reorder
 
-    from .accuracy import class_counts, mean_region_dice, region_dice
-    from .cli import export_onnx, write_repo
+    from .stack import LocalStack, cpu_repository, export_onnx_dir
 
     timings: dict[str, float] = {}
 
@@ -72,11 +75,10 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
 
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    onnx_dir, repo = out / "onnx", out / "model_repository"
-    report = export_onnx(checkpoint, onnx_dir, check_slices=1)
+    onnx_dir, report = export_onnx_dir(out / "onnx", checkpoint=checkpoint, check_slices=1)
     note = report["checkpoint"]
     print(f"[demo] checkpoint: {note}", file=sys.stderr)
-    write_repo(onnx_dir, repo, "cpu")
+    repo = cpu_repository(onnx_dir, out / "model_repository")
     stage(f"export checkpoint '{checkpoint}' -> ONNX -> CPU model repository", t)
 
     t = time.perf_counter()
@@ -85,15 +87,11 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
     stage(f"synthesise phantom {phantom.image.shape} ({orientation})", t)
 
     t = time.perf_counter()
-    with LocalTriton(repo, log_path=out / "tritonserver.log") as triton, LocalS3() as s3:
+    with LocalStack(out, repository=repo, s3=True) as stack:
+        assert stack.triton is not None and stack.s3 is not None
+        triton, s3 = stack.triton, stack.s3
         stage("start local Triton (CPU) + SeaweedFS S3", t)
-        s3_settings = S3Settings(
-            endpoint_url=s3.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id=s3.access_key,
-            aws_secret_access_key=s3.secret_key,
-        )
-        client = make_s3_client(s3_settings)
+        client = make_s3_client(stack.s3_settings())
         url = f"s3://aspects-demo/cases/phantom_{orientation}.nii.gz"
         t = time.perf_counter()
         client.create_bucket(Bucket="aspects-demo")
