@@ -57,6 +57,13 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def positive_number(text: str) -> float:
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
 def non_negative_seconds(text: str) -> float:
     value = _float(text)
     if not (math.isfinite(value) and value >= 0):
@@ -137,6 +144,34 @@ def build_parser() -> Parser:
         "--concurrency", type=int_in(1, MAX_CONCURRENCY), default=4, help="volumes in flight"
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    g.add_argument(
+        "--score",
+        action="store_true",
+        help="also the lesion map, region involvement and the ASPECTS score (docs/scoring.md)",
+    )
+    g.add_argument(
+        "--adc",
+        action="append",
+        default=None,
+        metavar="ADC",
+        help="ADC map of the same patient (s3:// or file; implies --score); repeat once per "
+        "SOURCE, in the same order",
+    )
+    g.add_argument(
+        "--adc-scale",
+        type=positive_number,
+        default=None,
+        metavar="F",
+        help="factor from the ADC's stored values to 10^-6 mm^2/s (default: detected)",
+    )
+    g.add_argument(
+        "--lesion",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="also write the lesion map .nii.gz (1 = lesion; implies --score; --lesion=PATH)",
+    )
     g.set_defaults(func=_cmd_segment)
 
     c = sub.add_parser("contours", help="contours JSON from a volume + a label map in its grid")
@@ -270,8 +305,19 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         check_source_string(source)
     if args.name is not None and len(sources) > 1:
         raise UsageError(f"--name records one source's name, but {len(sources)} were given")
-    plans = plan_outputs(sources, args.output, labels=args.labels, overlay=args.overlay)
-    check_plan(plans, sources, overwrite=args.overwrite)
+    adcs: list[str | None] = list(args.adc) if args.adc else [None] * len(sources)
+    if len(adcs) != len(sources):
+        raise UsageError(
+            f"{len(adcs)} --adc for {len(sources)} sources; give one --adc per SOURCE, in order"
+        )
+    for adc in adcs:
+        if adc is not None:
+            check_source_string(adc)
+    scoring = bool(args.score or args.adc or args.lesion)
+    plans = plan_outputs(
+        sources, args.output, labels=args.labels, overlay=args.overlay, lesion=args.lesion
+    )
+    check_plan(plans, [*sources, *(a for a in adcs if a)], overwrite=args.overwrite)
     settings = InferenceSettings(
         timeout_s=args.timeout,
         deadline_s=args.deadline,
@@ -306,9 +352,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 volume_index=args.volume_index,
                 cancel=stop,
                 progress=display.slices,
+                score=scoring,
+                adc=adcs[index],
+                adc_scale=args.adc_scale,
             )
             commit(_files_of(plan, result), overwrite=args.overwrite, cancel=stop)
             warn_qc(plan.source, result.qc)
+            if result.score is not None:
+                print(f"{printable(plan.source)}: {score_line(result.score)}", flush=True)
             return time.perf_counter() - t, plan.json
 
         pool = ThreadPoolExecutor(max_workers=min(args.concurrency, total))
@@ -347,7 +398,25 @@ def _files_of(plan: SourceOutputs, result: Any) -> dict[Path, bytes]:
         files[plan.labels] = result.label_map_bytes()
     if plan.overlay is not None and result.overlay_png is not None:
         files[plan.overlay] = result.overlay_png
+    if plan.lesion is not None:
+        files[plan.lesion] = result.lesion_map_bytes()
     return files
+
+
+def score_line(score: dict) -> str:
+    """'ASPECTS 7 (left; affected: M2, L, IC; right 10)' — one stdout line per source."""
+    names = {"r": "right", "l": "left"}
+    side = score.get("affected_hemisphere")
+    if side is None:
+        text = f"ASPECTS {score['score']} (no lesion)"
+    else:
+        other = "l" if side == "r" else "r"
+        keys = ", ".join(k.upper() for k in score["affected_regions"][side]) or "none"
+        text = (
+            f"ASPECTS {score['score']} ({names[side]}; affected: {keys}; "
+            f"{names[other]} {score['scores'][other]})"
+        )
+    return text + (" UNCERTAIN: review" if score.get("uncertain") else "")
 
 
 def _error_line(source: str, exc: object) -> str:

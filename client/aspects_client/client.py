@@ -36,9 +36,10 @@ from .document import dumps
 from .errors import AspectsError, CancelledError, UsageError
 from .inference import InferenceSettings, TritonSegmenter
 from .labelmap import label_map_bytes
+from .lesions import ScoringRule
 from .outputs import printable
 from .storage import S3Settings, check_source_string, fetch_object, is_s3_url, make_s3_client
-from .volume_io import Limits, load_volume
+from .volume_io import Limits, Volume, load_volume
 
 Source = str | Path | bytes | bytearray | memoryview | nib.spatialimages.SpatialImage
 Progress = Callable[[int, int], None]  # (slices done since last call, slices added to total)
@@ -66,6 +67,18 @@ class SegmentationResult:
     regions: dict[str, dict[str, RegionStats]]
     provenance: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
+    lesion_image: nib.Nifti1Image | None = None  # uint8, 1 = lesion, source grid (when scored)
+
+    @property
+    def score(self) -> dict[str, Any] | None:
+        """The ASPECTS section (``document["aspects"]``) when scoring was asked for: the
+        lesion method and rule, ``score``, ``scores`` per side, ``affected_hemisphere``,
+        ``affected_regions``, ``uncertain`` and per-region ``involvement``."""
+        return self.document.get("aspects")
+
+    def lesion_map_bytes(self) -> bytes | None:
+        """The lesion map as .nii.gz bytes (None when not scored)."""
+        return None if self.lesion_image is None else label_map_bytes(self.lesion_image)
 
     @property
     def qc(self) -> dict[str, Any]:
@@ -126,6 +139,10 @@ class AspectsClient:
         cancel: threading.Event | None = None,
         request_id: str | None = None,
         progress: Progress | None = None,
+        score: bool = False,
+        adc: Source | None = None,
+        adc_scale: float | None = None,
+        rule: ScoringRule | None = None,
     ) -> SegmentationResult:
         """Segment one volume: an ``s3://`` URL, a path, bytes or a nibabel image.
 
@@ -135,6 +152,11 @@ class AspectsClient:
         stop (CancelledError within about 0.2 s, nothing returned).  request_id: sent
         with every gRPC request and kept in the provenance (default: a new uuid4).
         progress: called as ``progress(slices_done, slices_added)`` from worker threads.
+        score / adc: also compute the lesion map, each region's involvement and the ASPECTS
+        score (``result.score``, ``document["aspects"]``; docs/scoring.md); ``adc`` is an
+        ADC map of the same patient (any grid, same kinds of source as ``source``; implies
+        ``score``), ``adc_scale`` its unit factor to 10^-6 mm^2/s when it cannot be
+        detected, ``rule`` the lesion/affected thresholds (default: the contract's).
         """
         _check_source_type(source)
         if name is not None and not isinstance(name, str):
@@ -146,21 +168,15 @@ class AspectsClient:
         recorded = recorded_name(source) if name is None else name
         log.debug("request %s: %s", request_id, recorded)
         _check_cancel(cancel)
-        if is_s3_url(source):
-            raw: Any = fetch_object(
-                str(source),
-                self._s3_client(),
-                max_bytes=self.s3_settings.max_object_bytes,
-                cancel=cancel,
-            )
-            timings["download"] = time.perf_counter() - t
-            t = time.perf_counter()
-            volume = load_volume(raw, name=label, volume_index=volume_index, limits=self.limits)
-            del raw
-        else:
-            volume = load_volume(source, name=label, volume_index=volume_index, limits=self.limits)
+        volume = self._load(source, label, volume_index, cancel, timings)
         volume = dataclasses.replace(volume, source=recorded)
-        timings["decode_validate"] = time.perf_counter() - t
+        timings["decode_validate"] = time.perf_counter() - t - timings.get("download", 0.0)
+        adc_volume = None
+        if adc is not None:
+            _check_source_type(adc)
+            adc_label = str(adc) if isinstance(adc, (str, Path)) else "<ADC>"
+            adc_volume = self._load(adc, adc_label, None, cancel, {})
+            adc_volume = dataclasses.replace(adc_volume, source=recorded_name(adc))
         _check_cancel(cancel)
         t = time.perf_counter()
         prepared = prepare(volume)
@@ -202,6 +218,23 @@ class AspectsClient:
             overlay=False,
         )
         timings["contours_json"] = time.perf_counter() - t
+        scored = None
+        if score or adc_volume is not None:
+            t = time.perf_counter()
+            from .scoring import score_volume
+
+            scored = score_volume(
+                volume,
+                prepared,
+                labels,
+                result.hemispheres,
+                result.document["qc"],
+                adc=adc_volume,
+                adc_scale=adc_scale,
+                rule=rule or ScoringRule(),
+            )
+            result.document["aspects"] = scored.section
+            timings["score"] = time.perf_counter() - t
         png = None
         if self.overlay:
             t = time.perf_counter()
@@ -215,6 +248,10 @@ class AspectsClient:
                 title=f"{printable(volume.source)}  ({info.name} v{info.version})".lstrip(),
                 note=f"unet: {checkpoint}" if checkpoint else "",
                 qc=result.document["qc"],
+                score=scored.section if scored is not None else None,
+                lesion=scored.lesion if scored is not None else None,
+                classes=labels,
+                hemispheres=result.hemispheres,
             )
             timings["overlay"] = time.perf_counter() - t
         provenance["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
@@ -233,7 +270,29 @@ class AspectsClient:
             regions=regions,
             provenance=provenance,
             timings_s=timings,
+            lesion_image=scored.lesion_image if scored is not None else None,
         )
+
+    def _load(
+        self,
+        source: Source,
+        label: str | None,
+        volume_index: int | None,
+        cancel: threading.Event | None,
+        timings: dict[str, float],
+    ) -> Volume:
+        """Download (s3://) or read, then decode and validate one NIfTI volume."""
+        if not is_s3_url(source):
+            return load_volume(source, name=label, volume_index=volume_index, limits=self.limits)
+        t = time.perf_counter()
+        raw: Any = fetch_object(
+            str(source),
+            self._s3_client(),
+            max_bytes=self.s3_settings.max_object_bytes,
+            cancel=cancel,
+        )
+        timings["download"] = time.perf_counter() - t
+        return load_volume(raw, name=label, volume_index=volume_index, limits=self.limits)
 
     def close(self) -> None:
         self._segmenter.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: the "qc" object (quality-control checks)
+SCHEMA_VERSION = "1.2.0"  # 1.1: the "qc" object; 1.2: the optional "aspects" score object
 
 # --- classes, in model output order -------------------------------------------------
 
@@ -190,3 +190,16 @@ MIN_INPLANE_VOXELS = 32  # ... or narrower / shorter than this: not a head slice
 MIN_INPLANE_FOV_MM = 80.0  # ... or whose field of view is smaller than this along an axis
 MAX_DECOMPRESSED_BYTES = 2 * 1024**3  # hard cap on what a gzip stream may inflate to
 VOXEL_SIZE_RANGE_MM: tuple[float, float] = (0.05, 20.0)  # sane voxel edge lengths
+
+# --- lesions and the ASPECTS score (aspects_client.lesions; docs/scoring.md) -------------
+
+ADC_UNIT = "1e-6 mm^2/s"  # every ADC value inside the client is in this unit
+ADC_CORE_THRESHOLD = 620.0  # ADC below this (x 1e-6 mm^2/s) inside the brain = infarct core
+ADC_TISSUE_MEDIAN_RANGE = (450.0, 1400.0)  # median ADC of the labelled regions, in ADC_UNIT,
+# expected for a real ADC map; a map whose median is outside it after scale detection is
+# refused (wrong units, or not an ADC map)
+DWI_LESION_RATIO = 1.5  # without ADC: DWI > ratio x the homologous region's median (measured)
+MIN_LESION_ML = 0.05  # connected lesion components smaller than this (mL) are specks: removed
+AFFECTED_MIN_FRACTION = 0.05  # a region is affected when >= this fraction of it is lesion ...
+AFFECTED_MIN_ML = 0.1  # ... and the lesion in it is >= this volume (mL)
+UNCERTAIN_FACTOR = 2.0  # uncertain when a quantity is within this factor of its threshold

@@ -76,6 +76,18 @@ class NotAHeadImageError(InvalidVolumeError):
     """The data cannot be a head image: constant, all zero, or too few pixels in-plane."""
 
 
+class AdcMapError(InvalidVolumeError):
+    """The ADC map cannot go with this DWI: wrong field of view, unit or content."""
+
+
+class AdcCoverageError(AdcMapError):
+    """The ADC map's field of view does not overlap the DWI's, or covers too little of it."""
+
+
+class AdcUnitsError(AdcMapError):
+    """The ADC values are not in a known unit (or not an ADC map at all)."""
+
+
 class VolumeTooLargeError(InvalidVolumeError):
     """More voxels than the configured bound."""
 

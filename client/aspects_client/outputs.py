@@ -37,6 +37,7 @@ from .errors import CancelledError, OutputConflictError, OutputError
 JSON_SUFFIX = ".json"
 LABELS_SUFFIX = "_labels.nii.gz"
 OVERLAY_SUFFIX = "_overlay.png"
+LESION_SUFFIX = "_lesion.nii.gz"
 _NIFTI_SUFFIXES = (".nii.gz", ".nii", ".gz")
 _FILE_MODE = 0o644
 
@@ -58,9 +59,10 @@ class SourceOutputs:
     json: Path
     labels: Path | None = None
     overlay: Path | None = None
+    lesion: Path | None = None
 
     def paths(self) -> list[Path]:
-        return [p for p in (self.json, self.labels, self.overlay) if p is not None]
+        return [p for p in (self.json, self.labels, self.overlay, self.lesion) if p is not None]
 
 
 def plan_outputs(
@@ -69,13 +71,15 @@ def plan_outputs(
     *,
     labels: bool | str = False,
     overlay: bool | str = False,
+    lesion: bool | str = False,
 ) -> list[SourceOutputs]:
     """Where each source's outputs go.
 
     One source: ``output`` is the contours JSON file exactly as given (any name), unless it
     ends with ``/`` or is an existing directory.  Several sources: ``output`` must be a
     directory (existing, or ending with ``/``); each source writes ``<stem>.json``,
-    ``<stem>_labels.nii.gz``, ``<stem>_overlay.png`` there.  ``labels`` / ``overlay``: False
+    ``<stem>_labels.nii.gz``, ``<stem>_overlay.png`` (``<stem>_lesion.nii.gz``) there.
+    ``labels`` / ``overlay`` / ``lesion``: False
     (not written), True (the derived name) or an explicit path (one source only).
     """
     if not output:
@@ -83,7 +87,7 @@ def plan_outputs(
     out = Path(output)
     as_dir = output.endswith(("/", os.sep)) or out.is_dir()
     if len(sources) > 1:
-        for name, value in (("--labels", labels), ("--overlay", overlay)):
+        for name, value in (("--labels", labels), ("--overlay", overlay), ("--lesion", lesion)):
             if isinstance(value, str):
                 raise OutputConflictError(
                     f"{name} PATH names one file, but {len(sources)} sources were given; "
@@ -109,6 +113,7 @@ def plan_outputs(
                 json=json_path,
                 labels=_optional(labels, base, LABELS_SUFFIX),
                 overlay=_optional(overlay, base, OVERLAY_SUFFIX),
+                lesion=_optional(lesion, base, LESION_SUFFIX),
             )
         )
     return plans

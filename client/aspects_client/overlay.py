@@ -3,7 +3,10 @@
 Slices are shown in radiological convention (patient right on the image's left), with
 square pixels, and labelled with the original file's slice index.  When the document's QC
 (``aspects_client.qc``) failed, a red banner under the title lists its flags and the
-slices it names are shown first, framed in red with a "QC" tag.
+slices it names are shown first, framed in red with a "QC" tag.  When the volume was scored
+(``aspects_client.scoring``), a band under the title gives the ASPECTS score and the
+affected regions, the lesion is filled in red, affected regions are hatched, and the
+slices with the most lesion are shown first.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE, _BLACK, _YELLOW = (255, 255, 255), (0, 0, 0), (0, 215, 255)
 _QC_RED, _QC_BANNER, _GREEN = (40, 40, 235), (20, 20, 120), (90, 200, 90)  # BGR
 MAX_QC_LINES = 6  # banner lines for flags (wrapped); flags beyond them are counted
+_LESION_BGR = np.array((30, 30, 255), np.float32)  # red fill
+LESION_ALPHA = 0.5
+HATCH_PERIOD_PX = 8  # diagonal hatching of affected regions, in tile pixels
 
 
 def choose_slices(
@@ -54,19 +60,36 @@ def render_overlay(
     note: str = "",
     indices: Sequence[int] | None = None,
     qc: Mapping[str, Any] | None = None,
+    score: Mapping[str, Any] | None = None,
+    lesion: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+    hemispheres: np.ndarray | None = None,
 ) -> bytes:
     """slices: uint8 [N, H, W] display stack -> PNG bytes of a tiled overlay.
 
     qc: the document's ``qc`` object; when it failed, the header carries a banner with its
     flags and the slices it names are shown (first) with a red frame and a "QC" tag.
+    score: the document's ``aspects`` object; lesion: bool [N, H, W]; classes, hemispheres:
+    uint8 [N, H, W] (to hatch the affected regions).
     """
     flagged = flagged_slices(qc)
-    chosen = (
-        list(indices) if indices is not None else choose_slices(contours, priority=sorted(flagged))
-    )
+    priority = list(flagged)
+    if lesion is not None and lesion.any():
+        area = lesion.reshape(len(lesion), -1).sum(axis=1)
+        priority += [int(n) for n in np.argsort(-area, kind="stable") if area[n] > 0]
+    chosen = list(indices) if indices is not None else choose_slices(contours, priority=priority)
     by_index = {sc.index: sc for sc in contours}
+    affected = _affected_mask(score, classes, hemispheres)
     tiles = [
-        _tile(slices[n], by_index.get(n), geometry, n, flagged.get(n))
+        _tile(
+            slices[n],
+            by_index.get(n),
+            geometry,
+            n,
+            flagged.get(n),
+            None if lesion is None else lesion[n],
+            None if affected is None else affected[n],
+        )
         for n in chosen
         if 0 <= n < len(slices)
     ]
@@ -81,7 +104,10 @@ def render_overlay(
         r, c = divmod(i, cols)
         grid[r * th : r * th + t.shape[0], c * tw : c * tw + t.shape[1]] = t
     canvas = np.hstack([grid, _legend(grid.shape[0])])
-    canvas = np.vstack([_header(canvas.shape[1], title, note, qc), canvas])
+    header = _header(canvas.shape[1], title, note, qc)
+    if score is not None:
+        header = np.vstack([header, _score_band(canvas.shape[1], score)])
+    canvas = np.vstack([header, canvas])
     ok, png = cv2.imencode(".png", canvas)
     if not ok:
         raise RuntimeError("OpenCV could not encode the overlay PNG")
@@ -94,6 +120,8 @@ def _tile(
     geometry: Geometry,
     n: int,
     qc_tags: Sequence[str] | None = None,
+    lesion: np.ndarray | None = None,
+    affected: np.ndarray | None = None,
 ) -> np.ndarray:
     h, w = image.shape
     row_mm, col_mm = geometry.display_pixel_spacing_mm
@@ -104,6 +132,16 @@ def _tile(
     radiological = image[:, ::-1]  # patient right to the image's left
     tile = cv2.resize(radiological, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
     tile = cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR)
+    size = (out_w, out_h)
+    if affected is not None and affected.any():
+        mask = cv2.resize(affected[:, ::-1].astype(np.uint8), size, cv2.INTER_NEAREST) > 0
+        rows, cols = np.indices(mask.shape)
+        hatch = mask & (((rows + cols) % HATCH_PERIOD_PX) < 2)
+        tile[hatch] = (0, 140, 255)  # orange hatching: an affected region
+    if lesion is not None and lesion.any():
+        mask = cv2.resize(lesion[:, ::-1].astype(np.uint8), size, cv2.INTER_NEAREST) > 0
+        blended = tile[mask].astype(np.float32) * (1 - LESION_ALPHA) + _LESION_BGR * LESION_ALPHA
+        tile[mask] = blended.astype(np.uint8)
     if sc is not None:
         for (key, _hemi), polys in sc.polygons.items():
             colour = _bgr(contract.REGION_BY_KEY[key].colour_rgb)
@@ -130,6 +168,43 @@ def _tile(
         cv2.rectangle(pad, (x0 - 6, 6), (TILE_PX - 7, 14 + th + 6), _QC_RED, -1)
         _text(pad, tag, (x0, 14 + th), 0.55)
     return pad
+
+
+def _affected_mask(
+    score: Mapping[str, Any] | None, classes: np.ndarray | None, hemispheres: np.ndarray | None
+) -> np.ndarray | None:
+    """bool [N, H, W]: pixels of the regions the score counts as affected (either side)."""
+    if score is None or classes is None or hemispheres is None:
+        return None
+    mask = np.zeros(classes.shape, bool)
+    for hemi, keys in score.get("affected_regions", {}).items():
+        code = contract.HEMISPHERE_CODES[hemi]
+        for key in keys:
+            mask |= (classes == contract.REGION_BY_KEY[key].index) & (hemispheres == code)
+    return mask
+
+
+def _score_band(width: int, score: Mapping[str, Any]) -> np.ndarray:
+    """'ASPECTS 7 (left hemisphere) - affected: M2, L, IC' and the per-side counts."""
+    side = score.get("affected_hemisphere")
+    names = {"r": "right", "l": "left"}
+    value = score.get("score")
+    head = f"ASPECTS {value}" + (f" ({names[side]} hemisphere)" if side else " (no lesion)")
+    if score.get("uncertain"):
+        head += "  - UNCERTAIN, review"
+    regions = score.get("affected_regions", {})
+    detail = "; ".join(
+        f"{names[h]}: {', '.join(k.upper() for k in regions.get(h, [])) or 'none'}"
+        f" ({score.get('scores', {}).get(h, '?')})"
+        for h in ("r", "l")
+    )
+    method = score.get("method", {}).get("name", "?").upper()
+    band = np.full((54, width, 3), (60, 30, 30), np.uint8)
+    colour = _YELLOW if score.get("uncertain") else _WHITE
+    _text(band, _fit(head, width - 20, 0.65), (10, 22), 0.65, colour)
+    text = f"affected regions (hatched) {detail}; lesion (red) from {method}"
+    _text(band, _fit(text, width - 20, 0.48), (10, 44), 0.48)
+    return band
 
 
 def _legend(height: int) -> np.ndarray:

@@ -34,7 +34,7 @@ def test_document_validates_and_is_json(result) -> None:
     validate(result.document)
     text = dumps(result.document)
     assert text.startswith('{"schema_version"')
-    assert result.document["schema_version"] == contract.SCHEMA_VERSION == "1.1.0"
+    assert result.document["schema_version"] == contract.SCHEMA_VERSION == "1.2.0"
 
 
 def test_phantom_truth_passes_qc(result) -> None:
