@@ -1,32 +1,17 @@
-"""Accuracy of the 2.5D network per ASPECTS region and hemisphere, in-process on the CPU.
-
-Every volume goes the client's way: ``load_volume`` → ``slicing.prepare`` (window, RAS+
-reorientation, display) → ``preprocessing.context_stacks`` → ``network_input`` → the
-checkpoint's ``torch.nn.Module`` → ``preprocessing.postprocess`` → ``geometry.from_display``
-(labels in the ORIGINAL voxel order); the hemisphere of each labelled voxel comes from the
-client's mid-sagittal plane (``hemisphere.estimate_plane`` / ``hemisphere_map``).  Dice per
-region × hemisphere (``aspects_export.accuracy``; voxel counts, weighted by voxel volume,
-pooled over the volumes of a dataset) on:
-
-1. held-out domain-randomised phantoms (``aspects_synth.generator.render_volume``, seeds from
-   ``BENCHMARK_SEED_START``, the first of each contrast family up to an even share), each in
-   another voxel order (``VOXEL_ORDERS``), some with an oblique affine; exact labels;
-2. today's b1000 phantoms (``recipes.draw_recipe(seed).render()``); exact labels;
-3. real images against an atlas-registration reference (``registration.py``: the MNI152 T1
-   head registered with SimpleITK, the ASPECTS atlas carried along): dipy's real b0 DWI
-   ``aniso_vox.nii.gz``, and the MNI152 T1 head resampled to 1.5×1.5×5 mm on an oblique grid,
-   whose exact labels are known (so the reference's own Dice is shown too); plus the
-   left/right volume asymmetry of every region.
-
-Writes ``accuracy.json``, ``accuracy.md`` and ``accuracy_*.png`` overlays into ``--out``.
+"""Accuracy of the 2.5D network per ASPECTS region and hemisphere, in-process on the CPU
+(issues 7, 11; method in benchmarks/README.md): each volume the client's way (``load_volume``
+→ ``prepare`` → 2.5D stacks → the checkpoint's network → ``postprocess`` → original voxel
+order, sides from the client's mid-sagittal plane), Dice from ``aspects_export.dice`` on
+held-out domain-randomised phantoms, b1000 phantoms and real images against an
+atlas-registration reference (``registration.py``), plus left/right asymmetry.  Writes
+``accuracy.{json,md}`` (``accuracy_no_context.*`` with ``--no-context``) and overlays.
 
     .venv/bin/python benchmarks/accuracy.py [--checkpoint demo|PATH] [--phantoms 12]
-        [--b1000 4] [--no-real] [--out DIR]
+        [--b1000 4] [--no-real] [--no-context] [--out DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -40,14 +25,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import harness
 import nibabel as nib
 import numpy as np
+from harness import md_table
 
 from aspects_client import contract
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-RESULTS = ROOT / "benchmarks" / "results"
 DIPY_VERSION = "1.12.1"
 DIPY_MEMBER = "dipy/data/files/aniso_vox.nii.gz"
 DIPY_FILE_SHA256 = "8440b6366d3dbd58d8f5af3ef6764dbd65e35b1061abe7bf4dc8fac32fb7aff7"
@@ -63,13 +47,7 @@ MAX_ASYMMETRY = 0.15
 OVERLAY_SLICES = 4
 
 
-def log(msg: str) -> None:
-    print(f"[accuracy] {msg}", file=sys.stderr, flush=True)
-
-
 # --- labels, counts, Dice -----------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Labels:
     """Classes 0..10 and hemisphere codes, uint8, in one volume's ORIGINAL voxel order."""
@@ -83,15 +61,14 @@ class Tally:
     """Counts pooled over volumes, each voxel weighted by its volume in mL (so a head weighs
     by its size, not its matrix): classes [3, 11] and region × side [3, 21]."""
 
-    classes: np.ndarray = field(
-        default_factory=lambda: np.zeros((3, contract.NUM_CLASSES)))
+    classes: np.ndarray = field(default_factory=lambda: np.zeros((3, contract.NUM_CLASSES)))
     sides: np.ndarray = field(
         default_factory=lambda: np.zeros((3, 1 + 2 * len(contract.REGIONS))))
     per_volume: list[float] = field(default_factory=list)
 
     def add(self, pred: Labels, truth: Labels, voxel_ml: float) -> float:
         """Add one volume; returns its own mean region × side Dice."""
-        from aspects_export.accuracy import SIDE_CLASSES, class_counts, side_labels
+        from aspects_export.dice import SIDE_CLASSES, class_counts, side_labels
 
         if pred.classes.shape != truth.classes.shape:
             raise ValueError(f"grids differ: {pred.classes.shape} vs {truth.classes.shape}")
@@ -106,17 +83,12 @@ class Tally:
 
 def summarise_counts(classes: np.ndarray, sides: np.ndarray) -> dict[str, Any]:
     """Dice per region × side and per region (sides pooled), and their means (NaN ignored)."""
-    from aspects_export.accuracy import region_dice, region_side_dice
+    from aspects_export.dice import region_dice, region_side_dice
 
-    by_side = region_side_dice(sides)
-    pooled = region_dice(classes)
-    side_values = [v for d in by_side.values() for v in d.values()]
-    return {
-        "region_side": by_side,
-        "region": pooled,
-        "mean_region_side": _nanmean(side_values),
-        "mean_region": _nanmean(list(pooled.values())),
-    }
+    by_side, pooled = region_side_dice(sides), region_dice(classes)
+    return {"region_side": by_side, "region": pooled,
+            "mean_region_side": _nanmean([v for d in by_side.values() for v in d.values()]),
+            "mean_region": _nanmean(list(pooled.values()))}
 
 
 def summarise(tally: Tally) -> dict[str, Any]:
@@ -126,8 +98,14 @@ def summarise(tally: Tally) -> dict[str, Any]:
             "mean_of_volumes": _nanmean(tally.per_volume)}
 
 
+def compare(pred: Labels, truth: Labels) -> dict[str, Any]:
+    """Dice of one volume's labelling against another, per region × side."""
+    tally = Tally()
+    tally.add(pred, truth, 1.0)
+    return summarise(tally)
+
+
 def voxel_ml(image: nib.Nifti1Image) -> float:
-    """Volume of one voxel in mL."""
     return float(abs(np.linalg.det(image.affine[:3, :3]))) / 1000.0
 
 
@@ -138,8 +116,7 @@ def _nanmean(values: list[float]) -> float:
 
 def asymmetry(labels: Labels, voxel_ml: float) -> dict[str, dict[str, float]]:
     """Per region: right and left volume (mL) and |Vr − Vl| / max(Vr, Vl) (NaN if both 0)."""
-    codes = contract.HEMISPHERE_CODES
-    out = {}
+    codes, out = contract.HEMISPHERE_CODES, {}
     for region in contract.REGIONS:
         mask = labels.classes == region.index
         right = int((mask & (labels.hemispheres == codes["r"])).sum()) * voxel_ml
@@ -151,14 +128,12 @@ def asymmetry(labels: Labels, voxel_ml: float) -> dict[str, dict[str, float]]:
 
 
 # --- the network, the client's way ----------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Segmentation:
     """The network's labels in the original grid, the display stack it saw, the plane rule."""
 
     labels: Labels
-    prepared: Any  # aspects_client.slicing.PreparedVolume
+    prepared: Any  # aspects_client.display_stack.PreparedVolume
     plane_method: str
     seconds: float
 
@@ -172,12 +147,10 @@ def predict_display(model: Any, slices: np.ndarray, batch: int = 8) -> np.ndarra
     """uint8 display slices [N, H, W] → contract labels [N, H, W] (2.5D stacks, in-process)."""
     import torch
 
-    from aspects_client.preprocessing import context_stacks, network_input, postprocess
+    from aspects_client.server_reference import context_stacks, network_input, postprocess
 
-    if CONTEXT:
-        stacks = context_stacks(slices)
-    else:
-        stacks = np.ascontiguousarray(np.repeat(slices[:, None], 3, axis=1))
+    stacks = (context_stacks(slices) if CONTEXT
+              else np.ascontiguousarray(np.repeat(slices[:, None], 3, axis=1)))
     out = []
     with torch.inference_mode():
         for i in range(0, len(stacks), batch):
@@ -188,9 +161,9 @@ def predict_display(model: Any, slices: np.ndarray, batch: int = 8) -> np.ndarra
 
 def segment(model: Any, source: Any) -> Segmentation:
     """A NIfTI path, bytes or nibabel image → labels in its own voxel order, client sides."""
+    from aspects_client.display_stack import prepare
     from aspects_client.geometry import from_display
     from aspects_client.hemisphere import estimate_plane, hemisphere_map
-    from aspects_client.slicing import prepare
     from aspects_client.volume_io import load_volume
 
     began = time.perf_counter()
@@ -204,8 +177,6 @@ def segment(model: Any, source: Any) -> Segmentation:
 
 
 # --- data ---------------------------------------------------------------------------------
-
-
 def domain_randomised_seeds(n: int) -> list[tuple[int, str]]:
     """(seed, contrast family) of n held-out heads: seeds from BENCHMARK_SEED_START upwards,
     each family taking at most ceil(n / 5) of them, so that every family is covered."""
@@ -213,10 +184,7 @@ def domain_randomised_seeds(n: int) -> list[tuple[int, str]]:
     from aspects_synth.head_labels import load_label_maps
     from aspects_synth.recipes import BENCHMARK_SEED_START
 
-    maps = load_label_maps()
-    share = math.ceil(n / len(CONTRASTS))
-    taken: dict[str, int] = {}
-    out = []
+    maps, share, taken, out = load_label_maps(), math.ceil(n / len(CONTRASTS)), {}, []
     seed = BENCHMARK_SEED_START
     while len(out) < n:
         contrast = draw_head(seed, maps).contrast
@@ -251,8 +219,7 @@ def oblique_t1_head() -> Any:
     hemispheres = sample_nearest(atlas.hemispheres, atlas_from_voxel, ijk)
     img = nib.Nifti1Image(image.astype(np.float32), grid)
     img.header.set_xyzt_units("mm", "sec")
-    phantom = Phantom(img, classes, hemispheres, 0, np.zeros_like(classes), pose)
-    return reorder(phantom, T1_ORDER)
+    return reorder(Phantom(img, classes, hemispheres, 0, np.zeros_like(classes), pose), T1_ORDER)
 
 
 def fetch_dipy_sample(cache: Path) -> Path:
@@ -263,12 +230,10 @@ def fetch_dipy_sample(cache: Path) -> Path:
     if dest.is_file() and hashlib.sha256(dest.read_bytes()).hexdigest() == DIPY_FILE_SHA256:
         return dest
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"dipy=={DIPY_VERSION}",
-             "-d", tmp], check=True, capture_output=True, timeout=600,
-        )
-        wheel = next(Path(tmp).glob("dipy-*.whl"))
-        data = zipfile.ZipFile(wheel).read(DIPY_MEMBER)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        f"dipy=={DIPY_VERSION}", "-d", tmp],
+                       check=True, capture_output=True, timeout=600)
+        data = zipfile.ZipFile(next(Path(tmp).glob("dipy-*.whl"))).read(DIPY_MEMBER)
     if hashlib.sha256(data).hexdigest() != DIPY_FILE_SHA256:
         raise RuntimeError(f"{DIPY_MEMBER} from dipy {DIPY_VERSION} fails its sha256 check")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -283,8 +248,6 @@ def describe(image: nib.Nifti1Image) -> dict[str, Any]:
 
 
 # --- overlays -----------------------------------------------------------------------------
-
-
 def overlay(path: Path, seg: Segmentation, rows: list[tuple[str, Labels]], title: str) -> str:
     """PNG: ``OVERLAY_SLICES`` display slices (radiological view: patient right on the
     image's left), one row per labelling; region colours from the contract, patient right
@@ -317,9 +280,9 @@ def overlay(path: Path, seg: Segmentation, rows: list[tuple[str, Labels]], title
             left = hemis[n] == contract.HEMISPHERE_CODES[contract.HEMISPHERE_LEFT]
             tint = colours[classes[n]] * np.where(left, 0.45, 1.0)[..., None]
             alpha = np.where(classes[n] > 0, 0.55, 0.0)[..., None]
-            rgb = (grey * (1 - alpha) + tint * alpha)[:, ::-1]  # radiological
             ax = axes[r, c]
-            ax.imshow(rgb, aspect=row_mm / col_mm, interpolation="nearest")
+            ax.imshow((grey * (1 - alpha) + tint * alpha)[:, ::-1],  # radiological
+                      aspect=row_mm / col_mm, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.text(0.02, 0.5, "R", color="w", transform=ax.transAxes, fontsize=8)
@@ -328,10 +291,9 @@ def overlay(path: Path, seg: Segmentation, rows: list[tuple[str, Labels]], title
                 ax.set_title(f"slice {g.original_slice_index(int(n))}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
-    handles = [Patch(color=colours[x.index], label=x.key) for x in contract.REGIONS]
-    fig.legend(handles=handles, loc="lower center", ncol=10, fontsize=7, frameon=False,
-               title="bright = patient right, dark = patient left (sides of each labelling)",
-               title_fontsize=7)
+    fig.legend(handles=[Patch(color=colours[x.index], label=x.key) for x in contract.REGIONS],
+               loc="lower center", ncol=10, fontsize=7, frameon=False, title_fontsize=7,
+               title="bright = patient right, dark = patient left (sides of each labelling)")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     fig.savefig(path, dpi=90)
@@ -340,6 +302,14 @@ def overlay(path: Path, seg: Segmentation, rows: list[tuple[str, Labels]], title
 
 
 # --- the datasets ---------------------------------------------------------------------------
+def scored(model: Any, ph: Any, tally: Tally, render_s: float) -> tuple[Segmentation, Labels,
+                                                                        dict[str, Any]]:
+    """Segment a phantom, add it to ``tally``; (segmentation, truth, its row's common part)."""
+    seg = segment(model, ph.image.to_bytes())
+    truth = Labels(ph.classes, ph.hemispheres)
+    dice = tally.add(seg.labels, truth, voxel_ml(ph.image))
+    return seg, truth, {**describe(ph.image), "mean_dice": dice, "plane": seg.plane_method,
+                        "render_s": round(render_s, 1), "segment_s": round(seg.seconds, 1)}
 
 
 def run_phantoms(model: Any, n: int, out: Path) -> dict[str, Any]:
@@ -352,14 +322,9 @@ def run_phantoms(model: Any, n: int, out: Path) -> dict[str, Any]:
         order, oblique = VOXEL_ORDERS[i % len(VOXEL_ORDERS)], OBLIQUE_DEG[i % len(OBLIQUE_DEG)]
         t = time.perf_counter()
         ph = reorder(render_volume(seed, oblique_deg=oblique), order)
-        render_s = time.perf_counter() - t
-        seg = segment(model, ph.image.to_bytes())
-        truth = Labels(ph.classes, ph.hemispheres)
-        dice = total.add(seg.labels, truth, voxel_ml(ph.image))
+        seg, truth, common = scored(model, ph, total, time.perf_counter() - t)
         families.setdefault(contrast, Tally()).add(seg.labels, truth, voxel_ml(ph.image))
-        row = {"seed": seed, "contrast": contrast, "oblique_deg": oblique, **describe(ph.image),
-               "mean_dice": dice, "plane": seg.plane_method, "render_s": round(render_s, 1),
-               "segment_s": round(seg.seconds, 1)}
+        row = {"seed": seed, "contrast": contrast, "oblique_deg": oblique, **common}
         if contrast not in {r["contrast"] for r in rows}:
             row["overlay"] = overlay(out / f"accuracy_phantom_{seed}_{contrast}.png", seg,
                                      [("network", seg.labels), ("exact", truth)],
@@ -367,10 +332,10 @@ def run_phantoms(model: Any, n: int, out: Path) -> dict[str, Any]:
                                      f"{order}, oblique {oblique:g}°): network vs exact labels")
             figures.append(row["overlay"])
         rows.append(row)
-        log(f"phantom {seed} {contrast} {order} {oblique:g}°: mean Dice {dice:.3f} "
-            f"(render {render_s:.0f} s, segment {seg.seconds:.0f} s)")
-    return {"all": summarise(total), "by_contrast": {k: summarise(v) for k, v in
-                                                     sorted(families.items())},
+        harness.log(f"phantom {seed} {contrast} {order} {oblique:g}°: mean Dice "
+                    f"{row['mean_dice']:.3f}")
+    return {"all": summarise(total),
+            "by_contrast": {k: summarise(v) for k, v in sorted(families.items())},
             "volumes": rows, "overlays": figures}
 
 
@@ -385,13 +350,8 @@ def run_b1000(model: Any, n: int, out: Path) -> dict[str, Any]:
         order = VOXEL_ORDERS[(i + 3) % len(VOXEL_ORDERS)]
         t = time.perf_counter()
         ph = reorder(recipe.render(), order)
-        render_s = time.perf_counter() - t
-        seg = segment(model, ph.image.to_bytes())
-        truth = Labels(ph.classes, ph.hemispheres)
-        dice = total.add(seg.labels, truth, voxel_ml(ph.image))
-        row = {"seed": recipe.seed, **describe(ph.image), "mean_dice": dice,
-               "lesions": [list(x) for x in recipe.lesions], "plane": seg.plane_method,
-               "render_s": round(render_s, 1), "segment_s": round(seg.seconds, 1)}
+        seg, truth, common = scored(model, ph, total, time.perf_counter() - t)
+        row = {"seed": recipe.seed, **common, "lesions": [list(x) for x in recipe.lesions]}
         if i == 0:
             row["overlay"] = overlay(out / f"accuracy_b1000_{recipe.seed}.png", seg,
                                      [("network", seg.labels), ("exact", truth)],
@@ -399,78 +359,63 @@ def run_b1000(model: Any, n: int, out: Path) -> dict[str, Any]:
                                      "network vs exact labels")
             figures.append(row["overlay"])
         rows.append(row)
-        log(f"b1000 {recipe.seed} {order}: mean Dice {dice:.3f}")
+        harness.log(f"b1000 {recipe.seed} {order}: mean Dice {row['mean_dice']:.3f}")
     return {"all": summarise(total), "volumes": rows, "overlays": figures}
 
 
-def compare(pred: Labels, truth: Labels) -> dict[str, Any]:
-    """Dice of one volume's labelling against another, per region × side."""
-    tally = Tally()
-    tally.add(pred, truth, 1.0)
-    return summarise(tally)
+def real_case(model: Any, out: Path, key: str, image: nib.Nifti1Image, source: Any,
+              title: str, file: str, exact: Labels | None = None) -> dict[str, Any]:
+    """Network vs the atlas registration on one real image (and both vs ``exact``)."""
+    from registration import register_atlas
+
+    seg = segment(model, source)
+    t = time.perf_counter()
+    ref = register_atlas(np.asarray(image.dataobj, np.float32), image.affine)
+    reg, ml = Labels(ref.classes, ref.hemispheres), voxel_ml(image)
+    labellings = [("network", seg.labels), ("registration", reg)]
+    if exact is not None:
+        labellings.append(("exact", exact))
+    result = {"file": file, **describe(image)}
+    if exact is not None:
+        result["network_vs_exact"] = compare(seg.labels, exact)
+        result["registration_vs_exact"] = compare(reg, exact)
+    result["network_vs_registration"] = compare(seg.labels, reg)
+    result["asymmetry"] = {name: asymmetry(lab, ml) for name, lab in labellings}
+    result["registration"] = {"metric": ref.metric, "seconds": ref.seconds,
+                              "wall_s": round(time.perf_counter() - t, 1)}
+    result["plane"], result["segment_s"] = seg.plane_method, round(seg.seconds, 1)
+    result["overlay"] = overlay(out / f"accuracy_{key}.png", seg, labellings, title)
+    for name in ("network_vs_exact", "registration_vs_exact", "network_vs_registration"):
+        if name in result:
+            harness.log(f"{key}: {name} {result[name]['mean_region_side']:.3f}")
+    return result
 
 
 def run_real(model: Any, out: Path) -> dict[str, Any]:
     """dipy's aniso_vox (network vs registration) and the oblique MNI152 T1 head (network and
     registration vs exact); asymmetry of every labelling."""
-    from registration import SETTINGS, register_atlas
+    from registration import SETTINGS
 
     from aspects_synth.atlas import cache_dir
 
-    results: dict[str, Any] = {"registration_settings": SETTINGS}
     path = fetch_dipy_sample(cache_dir())
-    aniso = nib.load(str(path))
-    seg = segment(model, str(path))
-    t = time.perf_counter()
-    ref = register_atlas(np.asarray(aniso.dataobj, np.float32), aniso.affine)
-    reg = Labels(ref.classes, ref.hemispheres)
-    ml = voxel_ml(aniso)
-    results["aniso_vox"] = {
-        "file": f"dipy {DIPY_VERSION}: {DIPY_MEMBER} (sha256 {DIPY_FILE_SHA256[:16]}…)",
-        **describe(aniso), "network_vs_registration": compare(seg.labels, reg),
-        "asymmetry": {"network": asymmetry(seg.labels, ml), "registration": asymmetry(reg, ml)},
-        "registration": {"metric": ref.metric, "seconds": ref.seconds,
-                         "wall_s": round(time.perf_counter() - t, 1)},
-        "plane": seg.plane_method, "segment_s": round(seg.seconds, 1),
-        "overlay": overlay(out / "accuracy_aniso_vox.png", seg,
-                           [("network", seg.labels), ("registration", reg)],
-                           "dipy aniso_vox (real b0 DWI, 4×4×5 mm, oblique): network vs "
-                           "atlas registration"),
-    }
-    log(f"aniso_vox: network vs registration "
-        f"{results['aniso_vox']['network_vs_registration']['mean_region_side']:.3f}")
-
     t1 = oblique_t1_head()
-    seg = segment(model, t1.image.to_bytes())
-    t = time.perf_counter()
-    ref = register_atlas(np.asarray(t1.image.dataobj, np.float32), t1.affine)
-    reg, exact = Labels(ref.classes, ref.hemispheres), Labels(t1.classes, t1.hemispheres)
-    ml = voxel_ml(t1.image)
-    results["t1_head"] = {
-        "file": f"MNI152_T1_3mm head resampled to {T1_VOXEL_MM} mm, grid tilt {T1_TILT_DEG}°, "
-                f"pose {T1_POSE_DEG}° / {T1_SHIFT_MM} mm",
-        **describe(t1.image), "network_vs_exact": compare(seg.labels, exact),
-        "registration_vs_exact": compare(reg, exact),
-        "network_vs_registration": compare(seg.labels, reg),
-        "asymmetry": {"network": asymmetry(seg.labels, ml), "registration": asymmetry(reg, ml),
-                      "exact": asymmetry(exact, ml)},
-        "registration": {"metric": ref.metric, "seconds": ref.seconds,
-                         "wall_s": round(time.perf_counter() - t, 1)},
-        "plane": seg.plane_method, "segment_s": round(seg.seconds, 1),
-        "overlay": overlay(out / "accuracy_t1_head.png", seg,
-                           [("network", seg.labels), ("registration", reg), ("exact", exact)],
-                           f"MNI152 T1 head, {T1_VOXEL_MM[0]:g}×{T1_VOXEL_MM[1]:g}×"
-                           f"{T1_VOXEL_MM[2]:g} mm, {T1_TILT_DEG:g}° oblique, stored {T1_ORDER}"),
+    return {
+        "registration_settings": SETTINGS,
+        "aniso_vox": real_case(
+            model, out, "aniso_vox", nib.load(str(path)), str(path),
+            "dipy aniso_vox (real b0 DWI, 4×4×5 mm, oblique): network vs atlas registration",
+            f"dipy {DIPY_VERSION}: {DIPY_MEMBER} (sha256 {DIPY_FILE_SHA256[:16]}…)"),
+        "t1_head": real_case(
+            model, out, "t1_head", t1.image, t1.image.to_bytes(),
+            f"MNI152 T1 head, {T1_VOXEL_MM[0]:g}×{T1_VOXEL_MM[1]:g}×{T1_VOXEL_MM[2]:g} mm, "
+            f"{T1_TILT_DEG:g}° oblique, stored {T1_ORDER}",
+            f"MNI152_T1_3mm head resampled to {T1_VOXEL_MM} mm, grid tilt {T1_TILT_DEG}°, "
+            f"pose {T1_POSE_DEG}° / {T1_SHIFT_MM} mm", Labels(t1.classes, t1.hemispheres)),
     }
-    r = results["t1_head"]
-    log(f"T1 head: network vs exact {r['network_vs_exact']['mean_region_side']:.3f}, "
-        f"registration vs exact {r['registration_vs_exact']['mean_region_side']:.3f}")
-    return results
 
 
 # --- goals, report --------------------------------------------------------------------------
-
-
 def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each goal with its value and whether it is met (``None``: not run)."""
     real = report.get("real") or {}
@@ -480,11 +425,9 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             section = (section or {}).get(key)
         return None if section is None else float(section)
 
-    worst = None
-    if real:
-        worst = max(v["asymmetry"] for name in ("aniso_vox", "t1_head")
-                    for v in real[name]["asymmetry"]["network"].values()
-                    if math.isfinite(v["asymmetry"]))
+    worst = max((v["asymmetry"] for name in ("aniso_vox", "t1_head")
+                 for v in real[name]["asymmetry"]["network"].values()
+                 if math.isfinite(v["asymmetry"])), default=None) if real else None
     items = [
         ("held-out domain-randomised phantoms: mean Dice (region × side)", "≥", GOALS["phantoms"],
          dice(report.get("phantoms"), "all", "mean_region_side")),
@@ -498,12 +441,10 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("real images: largest region asymmetry |Vr−Vl|/max (network)", "≤", MAX_ASYMMETRY,
          worst),
     ]
-    out = []
-    for name, op, target, value in items:
-        met = None if value is None or not math.isfinite(value) else (
-            value >= target if op == "≥" else value <= target)
-        out.append({"goal": name, "target": f"{op} {target}", "value": value, "met": met})
-    return out
+    return [{"goal": name, "target": f"{op} {target}", "value": value,
+             "met": None if value is None or not math.isfinite(value)
+             else (value >= target if op == "≥" else value <= target)}
+            for name, op, target, value in items]
 
 
 def checkpoint_identity(spec: str) -> dict[str, Any]:
@@ -513,69 +454,9 @@ def checkpoint_identity(spec: str) -> dict[str, Any]:
     if spec == UNTRAINED_SPEC:
         return {"spec": spec, "name": "untrained", "sha256": None}
     path = demo_weights_path() if spec == DEMO_SPEC else Path(spec).resolve()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    return {"spec": spec, "name": path.name, "path": str(shown), "sha256": digest}
-
-
-def versions() -> dict[str, str]:
-    """Python, CPU and the packages the figures depend on."""
-    from bench_env import cpu_model, package_versions
-
-    return {"python": platform.python_version(), "cpu": cpu_model(),
-            **package_versions(("torch", "segmentation-models-pytorch", "numpy", "nibabel",
-                                "opencv-python-headless", "SimpleITK", "matplotlib"))}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default="demo", help="demo | untrained | PATH")
-    parser.add_argument("--phantoms", type=int, default=12, help="domain-randomised volumes")
-    parser.add_argument("--b1000", type=int, default=4, help="b1000 phantom volumes")
-    parser.add_argument("--no-real", action="store_true", help="skip the real images")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--no-context", action="store_true",
-        help="ablation: the slice itself in all 3 channels instead of its neighbours",
-    )
-    args = parser.parse_args(argv)
-    global CONTEXT
-    CONTEXT = not args.no_context
-
-    from aspects_export.checkpoints import load_model
-
-    began = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
-    model, note = load_model(args.checkpoint)
-    log(f"checkpoint: {note}")
-    report: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "checkpoint": {**checkpoint_identity(args.checkpoint), "note": note},
-        "arguments": {"phantoms": args.phantoms, "b1000": args.b1000, "real": not args.no_real,
-                      "context": CONTEXT},
-        "versions": versions(),
-    }
-    seconds = {}
-    for key, count, run in (("phantoms", args.phantoms, run_phantoms),
-                            ("b1000", args.b1000, run_b1000)):
-        if count > 0:
-            t = time.perf_counter()
-            report[key] = run(model, count, args.out)
-            seconds[key] = round(time.perf_counter() - t, 1)
-    if not args.no_real:
-        t = time.perf_counter()
-        report["real"] = run_real(model, args.out)
-        seconds["real"] = round(time.perf_counter() - t, 1)
-    report["goals"] = goals(report)
-    report["seconds"] = {**seconds, "total": round(time.perf_counter() - began, 1)}
-    (args.out / "accuracy.json").write_text(json.dumps(_clean(report), indent=2) + "\n")
-    (args.out / "accuracy.md").write_text(render_markdown(report))
-    for g in report["goals"]:
-        state = {True: "met", False: "MISSED", None: "not run"}[g["met"]]
-        value = "–" if g["value"] is None else f"{g['value']:.3f}"
-        print(f"{state:8} {g['goal']}: {value} (goal {g['target']})")
-    log(f"wrote {args.out / 'accuracy.md'} in {report['seconds']['total']:.0f} s")
-    return 0
+    shown = path.relative_to(harness.ROOT) if path.is_relative_to(harness.ROOT) else path
+    return {"spec": spec, "name": path.name, "path": str(shown),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def _clean(value: Any) -> Any:
@@ -586,95 +467,81 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return round(float(value), 4) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-# --- Markdown -------------------------------------------------------------------------------
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def _f(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
-def render_markdown(r: dict[str, Any]) -> str:
-    """The report as Markdown tables (figures are in accuracy.json too)."""
-    ck = r["checkpoint"]
+def _pct(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.0%}"
+
+
+def _x(values: list) -> str:
+    return "×".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def render_markdown(r: dict[str, Any]) -> list[str]:
+    """The report as Markdown tables (figures are in the JSON too)."""
+    ck, real = r["checkpoint"], r.get("real") or {}
+    states = {True: "met", False: "**missed**", None: "not run"}
     lines = [
-        "# Accuracy per ASPECTS region and hemisphere",
-        "",
+        "# Accuracy per ASPECTS region and hemisphere", "",
         f"Produced by `benchmarks/accuracy.py` on {r['date']} ({r['versions']['cpu']}, "
         f"torch {r['versions']['torch']}, SimpleITK {r['versions']['SimpleITK']}), in-process "
         f"PyTorch on the CPU with the contract's NumPy pre/postprocessing; "
         f"{r['seconds']['total']:.0f} s in all.",
-        f"Checkpoint: `{ck['name']}` (sha256 `{ck['sha256']}`) — {ck['note']}.",
-        "",
+        f"Checkpoint: `{ck['name']}` (sha256 `{ck['sha256']}`) — {ck['note']}.", "",
         "Dice pools voxel counts over the volumes of a dataset, in each file's original voxel "
         "order, each voxel weighted by its volume (so every head counts by its size, not by "
         "its matrix); *mean of volumes* is the plain mean of each volume's own mean. "
         "*Region × side*: a voxel counts for a region only on the right side — the "
         "network's side is the client's mid-sagittal plane, the truth's side the atlas's. "
-        "Means are over the 20 region × side (or 10 region) Dice values.",
-        "",
-        "## Goals",
-        "",
-        "| goal | value | target | |",
-        "|---|---:|---:|---|",
+        "Means are over the 20 region × side (or 10 region) Dice values.", "",
+        "## Goals", "",
+        *md_table(["goal", "value", "target", ""], [
+            [g["goal"].replace("|", "\\|"), _f(g["value"]), g["target"], states[g["met"]]]
+            for g in r["goals"]], "lrrl"),
     ]
-    for g in r["goals"]:
-        state = {True: "met", False: "**missed**", None: "not run"}[g["met"]]
-        goal = g["goal"].replace("|", "\\|")
-        lines.append(f"| {goal} | {_f(g['value'])} | {g['target']} | {state} |")
-
-    columns: list[tuple[str, dict[str, Any]]] = []
-    if "phantoms" in r:
-        columns.append(("domain-randomised", r["phantoms"]["all"]))
-    if "b1000" in r:
-        columns.append(("b1000", r["b1000"]["all"]))
-    real = r.get("real") or {}
+    columns = [(n, r[k]["all"]) for n, k in (("domain-randomised", "phantoms"), ("b1000", "b1000"))
+               if k in r]
     if real:
         columns += [("aniso_vox net vs reg", real["aniso_vox"]["network_vs_registration"]),
                     ("T1 head net vs exact", real["t1_head"]["network_vs_exact"]),
                     ("T1 head reg vs exact", real["t1_head"]["registration_vs_exact"])]
+    dice_rows = [[f"{reg.key} ({reg.name})", side,
+                  *(_f(s["region_side"][reg.key][side]) for _, s in columns)]
+                 for reg in contract.REGIONS for side in contract.HEMISPHERES]
+    dice_rows += [["**mean, region × side**", "",
+                   *(f"**{_f(s['mean_region_side'])}**" for _, s in columns)],
+                  ["mean, regions (sides pooled)", "", *(_f(s["mean_region"]) for _, s in columns)],
+                  ["mean of volumes (region × side)", "",
+                   *(_f(s["mean_of_volumes"]) for _, s in columns)]]
     lines += ["", "## Dice per region and hemisphere", "",
-              "| region | side | " + " | ".join(n for n, _ in columns) + " |",
-              "|---|---|" + "---:|" * len(columns)]
-    for region in contract.REGIONS:
-        for side in contract.HEMISPHERES:
-            cells = [_f(s["region_side"][region.key][side]) for _, s in columns]
-            lines.append(f"| {region.key} ({region.name}) | {side} | " + " | ".join(cells) + " |")
-    lines.append("| **mean, region × side** | | " + " | ".join(
-        f"**{_f(s['mean_region_side'])}**" for _, s in columns) + " |")
-    lines.append("| mean, regions (sides pooled) | | " + " | ".join(
-        _f(s["mean_region"]) for _, s in columns) + " |")
-    lines.append("| mean of volumes (region × side) | | " + " | ".join(
-        _f(s["mean_of_volumes"]) for _, s in columns) + " |")
-
+              *md_table(["region", "side", *(n for n, _ in columns)], dice_rows,
+                        "ll" + "r" * len(columns))]
+    keys = contract.REGION_KEYS
     if "phantoms" in r:
         p = r["phantoms"]
         lines += ["", "## Domain-randomised phantoms per contrast family", "",
-                  "| contrast | volumes | mean (region × side) | " + " | ".join(
-                      contract.REGION_KEYS) + " |",
-                  "|---|---:|---:|" + "---:|" * len(contract.REGION_KEYS)]
-        for name, s in p["by_contrast"].items():
-            lines.append(f"| {name} | {s['volumes']} | {_f(s['mean_region_side'])} | " +
-                         " | ".join(_f(s["region"][k]) for k in contract.REGION_KEYS) + " |")
-        lines += ["", "Volumes (held-out seeds ≥ 100000; render + segment seconds):", "",
-                  "| seed | contrast | stored | oblique | shape | voxel mm | mean Dice | "
-                  "plane | s |", "|---|---|---|---:|---|---|---:|---|---:|"]
-        for v in p["volumes"]:
-            lines.append(
-                f"| {v['seed']} | {v['contrast']} | {v['voxel_order']} | {v['oblique_deg']:g}° | "
-                f"{'×'.join(map(str, v['shape']))} | {'×'.join(f'{z:g}' for z in v['voxel_mm'])}"
-                f" | {_f(v['mean_dice'])} | {v['plane']} | {v['render_s'] + v['segment_s']:.0f} |")
+                  *md_table(["contrast", "volumes", "mean (region × side)", *keys], [
+                      [name, s["volumes"], _f(s["mean_region_side"]),
+                       *(_f(s["region"][k]) for k in keys)]
+                      for name, s in p["by_contrast"].items()], "lrr" + "r" * len(keys)),
+                  "", "Volumes (held-out seeds ≥ 100000; render + segment seconds):", "",
+                  *md_table(["seed", "contrast", "stored", "oblique", "shape", "voxel mm",
+                             "mean Dice", "plane", "s"], [
+                      [v["seed"], v["contrast"], v["voxel_order"], f"{v['oblique_deg']:g}°",
+                       _x(v["shape"]), _x(v["voxel_mm"]), _f(v["mean_dice"]), v["plane"],
+                       f"{v['render_s'] + v['segment_s']:.0f}"] for v in p["volumes"]],
+                      "lllrllrlr")]
     if "b1000" in r:
-        lines += ["", "b1000 phantoms:", "", "| seed | stored | shape | lesions | mean Dice |",
-                  "|---|---|---|---|---:|"]
-        for v in r["b1000"]["volumes"]:
-            lesions = ", ".join("-".join(x) for x in v["lesions"]) or "none"
-            lines.append(f"| {v['seed']} | {v['voxel_order']} | "
-                         f"{'×'.join(map(str, v['shape']))} | {lesions} | {_f(v['mean_dice'])} |")
+        lines += ["", "b1000 phantoms:", "", *md_table(
+            ["seed", "stored", "shape", "lesions", "mean Dice"],
+            [[v["seed"], v["voxel_order"], _x(v["shape"]),
+              ", ".join("-".join(x) for x in v["lesions"]) or "none", _f(v["mean_dice"])]
+             for v in r["b1000"]["volumes"]], "llllr")]
     if real:
         a, t = real["aniso_vox"], real["t1_head"]
         sources = [("aniso_vox network", a["asymmetry"]["network"]),
@@ -682,33 +549,82 @@ def render_markdown(r: dict[str, Any]) -> str:
                    ("T1 network", t["asymmetry"]["network"]),
                    ("T1 registration", t["asymmetry"]["registration"]),
                    ("T1 exact", t["asymmetry"]["exact"])]
-        lines += ["", "## Real images", "",
-                  f"- aniso_vox: {a['file']}, {'×'.join(map(str, a['shape']))} voxels of "
-                  f"{'×'.join(f'{z:g}' for z in a['voxel_mm'])} mm stored {a['voxel_order']}; "
-                  f"registration {a['registration']['wall_s']} s (Mattes MI "
-                  + " → ".join(f"{k} {v:.3f}" for k, v in a["registration"]["metric"].items())
-                  + ").",
-                  f"- T1 head: {t['file']}, {'×'.join(map(str, t['shape']))} voxels stored "
-                  f"{t['voxel_order']}; registration {t['registration']['wall_s']} s. "
-                  f"Reference check — registration vs exact labels: "
-                  f"**{_f(t['registration_vs_exact']['mean_region_side'])}**; network vs "
-                  f"registration: {_f(t['network_vs_registration']['mean_region_side'])}.",
-                  "", "Left/right asymmetry |Vr − Vl| / max(Vr, Vl) per region "
-                  f"(goal for the network ≤ {MAX_ASYMMETRY:.0%}):", "",
-                  "| region | " + " | ".join(n for n, _ in sources) + " |",
-                  "|---|" + "---:|" * len(sources)]
-        for key in contract.REGION_KEYS:
-            lines.append(f"| {key} | " + " | ".join(
-                _pct(s[key]["asymmetry"]) for _, s in sources) + " |")
-    figures = [*r.get("phantoms", {}).get("overlays", []), *r.get("b1000", {}).get("overlays", [])]
-    figures += [real[k]["overlay"] for k in ("aniso_vox", "t1_head") if k in real]
-    lines += ["", "Overlays (radiological view; bright = patient right, dark = patient left): " +
-              ", ".join(f"`{f}`" for f in figures) + ".", ""]
-    return "\n".join(lines)
+        metric = " → ".join(f"{k} {v:.3f}" for k, v in a["registration"]["metric"].items())
+        lines += [
+            "", "## Real images", "",
+            f"- aniso_vox: {a['file']}, {_x(a['shape'])} voxels of {_x(a['voxel_mm'])} mm stored "
+            f"{a['voxel_order']}; registration {a['registration']['wall_s']} s (Mattes MI "
+            f"{metric}).",
+            f"- T1 head: {t['file']}, {_x(t['shape'])} voxels stored {t['voxel_order']}; "
+            f"registration {t['registration']['wall_s']} s. Reference check — registration vs "
+            f"exact labels: **{_f(t['registration_vs_exact']['mean_region_side'])}**; network "
+            f"vs registration: {_f(t['network_vs_registration']['mean_region_side'])}.",
+            "", "Left/right asymmetry |Vr − Vl| / max(Vr, Vl) per region "
+            f"(goal for the network ≤ {MAX_ASYMMETRY:.0%}):", "",
+            *md_table(["region", *(n for n, _ in sources)],
+                      [[k, *(_pct(s[k]["asymmetry"]) for _, s in sources)] for k in keys],
+                      "l" + "r" * len(sources))]
+    figures = [*r.get("phantoms", {}).get("overlays", []), *r.get("b1000", {}).get("overlays", []),
+               *(real[k]["overlay"] for k in ("aniso_vox", "t1_head") if k in real)]
+    return [*lines, "", "Overlays (radiological view; bright = patient right, dark = patient "
+            "left): " + ", ".join(f"`{f}`" for f in figures) + "."]
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.0%}"
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.cli(__doc__)
+    parser.add_argument("--checkpoint", default="demo", help="demo | untrained | PATH")
+    parser.add_argument("--phantoms", type=int, default=12, help="domain-randomised volumes")
+    parser.add_argument("--b1000", type=int, default=4, help="b1000 phantom volumes")
+    parser.add_argument("--no-real", action="store_true", help="skip the real images")
+    parser.add_argument("-o", "--out", "--output", dest="out", type=Path, default=harness.RESULTS,
+                        help="directory for accuracy[_no_context].{json,md} and the overlays")
+    parser.add_argument("--no-context", action="store_true",
+                        help="ablation: the slice itself in all 3 channels instead of its "
+                        "neighbours (-> accuracy_no_context.{json,md})")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render the .md from the .json in --out; no run")
+    args = parser.parse_args(argv)
+    global CONTEXT
+    CONTEXT = not args.no_context
+    stem = args.out / ("accuracy" if CONTEXT else "accuracy_no_context")
+    if args.report_only:
+        harness.write_markdown(stem.with_suffix(".md"),
+                               render_markdown(json.loads(stem.with_suffix(".json").read_text())))
+        return 0
+    from aspects_export.checkpoints import load_model
+
+    began = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model, note = load_model(args.checkpoint)
+    harness.log(f"checkpoint: {note}")
+    report: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "checkpoint": {**checkpoint_identity(args.checkpoint), "note": note},
+        "arguments": {"phantoms": args.phantoms, "b1000": args.b1000, "real": not args.no_real,
+                      "context": CONTEXT},
+        "versions": {"python": platform.python_version(), "cpu": harness.cpu_model(),
+                     **harness.package_versions((
+                         "torch", "segmentation-models-pytorch", "numpy", "nibabel",
+                         "opencv-python-headless", "SimpleITK", "matplotlib"))},
+    }
+    seconds = {}
+    runs = [("phantoms", args.phantoms, run_phantoms), ("b1000", args.b1000, run_b1000),
+            ("real", 0 if args.no_real else 1, lambda m, _n, out: run_real(m, out))]
+    for key, count, run in runs:
+        if count > 0:
+            t = time.perf_counter()
+            report[key] = run(model, count, args.out)
+            seconds[key] = round(time.perf_counter() - t, 1)
+    report["goals"] = goals(report)
+    report["seconds"] = {**seconds, "total": round(time.perf_counter() - began, 1)}
+    harness.write_json(stem.with_suffix(".json"), _clean(report))
+    harness.write_markdown(stem.with_suffix(".md"), render_markdown(report), echo=False)
+    for g in report["goals"]:
+        state = {True: "met", False: "MISSED", None: "not run"}[g["met"]]
+        value = "–" if g["value"] is None else f"{g['value']:.3f}"
+        print(f"{state:8} {g['goal']}: {value} (goal {g['target']})")
+    harness.log(f"wrote {stem.with_suffix('.md')} in {report['seconds']['total']:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,89 +11,88 @@ Writes ``benchmarks/results/input_size.json``.  Run: ``.venv/bin/python benchmar
 
 from __future__ import annotations
 
-import json
+import statistics
+import sys
 import time
-from pathlib import Path
 
+import harness
 import numpy as np
-import torch
-
-from aspects_client.preprocessing import nearest_indices
-from aspects_export.accuracy import class_counts, region_dice
-from aspects_export.network import build_unet
-from aspects_synth import make_phantom
 
 SIZES = (512, 384, 256, 192)
 
 
 def roundtrip(labels: np.ndarray, n: int) -> np.ndarray:
     """[S, H, W] labels → nearest to n² → nearest back to H×W."""
+    from aspects_client.server_reference import nearest_indices
+
     h, w = labels.shape[1:]
     small = labels[:, nearest_indices(h, n)][:, :, nearest_indices(w, n)]
     return small[:, nearest_indices(n, h)][:, :, nearest_indices(n, w)]
 
 
-def timed(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+def seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    p = harness.cli(__doc__, harness.RESULTS / "input_size.json", report=False)
+    p.add_argument("--phantoms", type=int, default=3, help="phantoms for the ceiling")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    args = p.parse_args(argv)
+    import torch
+
+    from aspects_export.dice import class_counts, region_dice
+    from aspects_export.network import build_unet
+    from aspects_synth import make_phantom
+
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    counts = {n: 0 for n in SIZES}
-    for seed in range(3):
+    counts = dict.fromkeys(SIZES, 0)
+    for seed in range(args.phantoms):
         ph = make_phantom(seed=100_000 + seed, in_plane=(512, 512), n_slices=21)
         lab = np.moveaxis(ph.classes, 2, 0)
         for n in SIZES:
             counts[n] = counts[n] + class_counts(roundtrip(lab, n), lab)
     ceiling = {n: region_dice(c) for n, c in counts.items()}
-    model = build_unet()
-    train_model = build_unet().train()
-    for p in train_model.parameters():
-        p.requires_grad_(True)
-    infer_t: dict[int, list[float]] = {n: [] for n in SIZES}
-    train_t: dict[int, list[float]] = {n: [] for n in SIZES}
+    model, train_model = build_unet(), build_unet().train()
+    for param in train_model.parameters():
+        param.requires_grad_(True)
     inputs = {n: torch.randn(4, 3, n, n) for n in SIZES}
 
     def step(x: torch.Tensor) -> None:
         train_model.zero_grad()
         train_model(x).float().mean().backward()
 
-    for n in SIZES:  # warm-up
-        with torch.inference_mode():
+    with torch.inference_mode():
+        for n in SIZES:  # warm-up
             model(inputs[n])
-    for _ in range(3):  # rounds interleave the sizes, so a load change hits them alike
+    times: dict[str, dict[int, list[float]]] = {"infer": {n: [] for n in SIZES},
+                                                "train": {n: [] for n in SIZES}}
+    for _ in range(args.rounds):  # rounds interleave the sizes: a load change hits all alike
         for n in SIZES:
             with torch.inference_mode():
-                infer_t[n].append(timed(lambda n=n: model(inputs[n]), repeats=1))
-            train_t[n].append(timed(lambda n=n: step(inputs[n]), repeats=1))
-    infer = {n: float(np.median(v)) for n, v in infer_t.items()}
-    train = {n: float(np.median(v)) for n, v in train_t.items()}
+                times["infer"][n].append(seconds(lambda n=n: model(inputs[n])))
+            times["train"][n].append(seconds(lambda n=n: step(inputs[n])))
+    infer, train = ({n: statistics.median(v) for n, v in times[k].items()}
+                    for k in ("infer", "train"))
     out = {
         "threads": torch.get_num_threads(),
-        "label_roundtrip_dice": {
-            str(n): {"mean": float(np.mean(list(d.values()))), "regions": d}
-            for n, d in ceiling.items()
-        },
+        "label_roundtrip_dice": {str(n): {"mean": float(np.mean(list(d.values()))), "regions": d}
+                                 for n, d in ceiling.items()},
         "unet_forward_batch4_s": {str(n): infer[n] for n in SIZES},
         "train_step_batch4_s": {str(n): train[n] for n in SIZES},
         "forward_ratio_vs_512": {str(n): infer[n] / infer[512] for n in SIZES},
         "train_ratio_vs_512": {str(n): train[n] / train[512] for n in SIZES},
     }
-    path = Path(__file__).parent / "results" / "input_size.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    harness.write_json(args.out, out)
     for n in SIZES:
-        print(
-            f"{n}: ceiling mean Dice {out['label_roundtrip_dice'][str(n)]['mean']:.3f} "
-            f"min {min(ceiling[n].values()):.3f}  forward x{infer[n] / infer[512]:.2f}  "
-            f"train x{train[n] / train[512]:.2f}"
-        )
+        print(f"{n}: ceiling mean Dice {out['label_roundtrip_dice'][str(n)]['mean']:.3f} "
+              f"min {min(ceiling[n].values()):.3f}  forward x{infer[n] / infer[512]:.2f}  "
+              f"train x{train[n] / train[512]:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -47,7 +47,7 @@ check_imports() {  # $1 = venv dir, $2 = modules; exits on failure
 if ! stamp_ok .venv pyproject.toml requirements/client.lock; then
   echo "[setup] client/export environment: .venv (torch is large; first run takes a few minutes)"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-  pip_install .venv -c requirements/client.lock -e '.[export,synth,train,devkit,dev]'
+  pip_install .venv -c requirements/client.lock -e '.[export,synth,train,devkit,bench,dev]'
   check_imports .venv "aspects_client, aspects_export, aspects_synth, aspects_train, aspects_devkit, torch, segmentation_models_pytorch, onnxruntime, lightning, optuna"
   stamp_of pyproject.toml requirements/client.lock > .venv/.aspects-stamp
 fi
