@@ -19,3 +19,21 @@ __all__ = [
     "reorder",
     "verify_cache",
 ]
+
+# Known-answer stroke cases (issue 14; torch): imported on first use, so that importing
+# aspects_synth stays numpy + nibabel only.
+_LAZY = {
+    "LesionCase": "lesion_cases",
+    "render_lesion_case": "lesion_cases",
+    "voxel_ml": "lesion_cases",
+    "SCORE_SEED_START": "lesion_cases",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -302,7 +302,7 @@ class Head:
         self.device = torch.device(device)
         self.params = draw_head(seed, self.maps)
         self.warp = Warp(self.params, self.maps, self.device)
-        tensors = _device_maps(self.maps, self.device)
+        tensors = device_maps(self.maps, self.device)
         self.classes, self.hemispheres = tensors["classes"], tensors["hemispheres"]
         self.intensity = self._intensity_volume(tensors)
 
@@ -322,7 +322,7 @@ class Head:
 
     def lesion_mask(self, t: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """bool [182, 218, 182]: the lesion blobs ∩ their territories ∩ brain tissue."""
-        t = t or _device_maps(self.maps, self.device)
+        t = t or device_maps(self.maps, self.device)
         mask = torch.zeros_like(t["tissue"], dtype=torch.bool)
         brain = torch.zeros_like(mask)
         for code in BRAIN_TISSUES:
@@ -369,7 +369,7 @@ class Head:
         n2 = torch.randn(image.shape, generator=gen).to(self.device) * sigma
         image = torch.sqrt((image + n1) ** 2 + n2**2)
         if p.mask_background:
-            tissue = _device_maps(self.maps, self.device)["tissue"]
+            tissue = device_maps(self.maps, self.device)["tissue"]
             head = sample_volume(tissue, self.warp.to_voxels(mni.mean(dim=1)), "nearest")
             image = image * (head != T["air"])
         size = label_size or grid.matrix
@@ -400,17 +400,18 @@ def bias_field(p: HeadParams, scanner: torch.Tensor) -> torch.Tensor:
     return torch.exp(p.bias * (terms @ c) / 2)
 
 
-_MAP_CACHE: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+_DEVICE_MAP_CACHE: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
 
 
-def _device_maps(maps: LabelMaps, device: torch.device) -> dict[str, torch.Tensor]:
+def device_maps(maps: LabelMaps, device: torch.device) -> dict[str, torch.Tensor]:
+    """The label maps as tensors on ``device`` (cached per maps object and device)."""
     key = (id(maps), str(device))
-    if key not in _MAP_CACHE:
-        _MAP_CACHE[key] = {
+    if key not in _DEVICE_MAP_CACHE:
+        _DEVICE_MAP_CACHE[key] = {
             name: torch.from_numpy(np.array(getattr(maps, name))).to(device)
             for name in ("tissue", "classes", "hemispheres", "territories", "csf_distance")
         }
-    return _MAP_CACHE[key]
+    return _DEVICE_MAP_CACHE[key]
 
 
 # --- the training sample: the serving contract on a 2.5D slab -----------------------------

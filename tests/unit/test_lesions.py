@@ -292,7 +292,7 @@ def test_dwi_lesion_against_the_homologous_region() -> None:
     classes, hemis = layout()
     dwi = dwi_image()
     lesion = region_voxels("m2", "r", 80)
-    dwi[lesion] = 200.0  # 2 x the homologous median, > 1.5 x
+    dwi[lesion] = 200.0  # 2 x the homologous median, > the 1.8 ratio
     result = lesion_from_dwi(dwi, classes, hemis)
     np.testing.assert_array_equal(result.mask, lesion)
     assert result.notes == []
@@ -306,8 +306,8 @@ def test_dwi_lesion_filling_a_whole_region_side_and_the_threshold() -> None:
     classes, hemis = layout()
     dwi = dwi_image(1)
     whole = (classes == contract.REGION_BY_KEY["l"].index) & (hemis == L)
-    dwi[whole] *= 1.8
-    dwi[region_voxels("c", "r", 10)] = 140.0  # 1.4 x: under the 1.5 ratio
+    dwi[whole] *= 2.2
+    dwi[region_voxels("c", "r", 10)] = 140.0  # 1.4 x: under the contract ratio (1.8)
     result = lesion_from_dwi(dwi, classes, hemis)
     np.testing.assert_array_equal(result.mask, whole)
     lower = lesion_from_dwi(dwi, classes, hemis, ScoringRule(dwi_ratio=1.3))
