@@ -51,8 +51,10 @@ class AsyncAspectsClient:
         volume_index: int | None = None,
         request_id: str | None = None,
         progress: Progress | None = None,
+        **options: Any,
     ) -> SegmentationResult:
-        """``AspectsClient.segment`` without blocking the event loop; cancellable."""
+        """``AspectsClient.segment`` without blocking the event loop; cancellable.  Other
+        keywords (``priority``, ``score``, ``adc``, ...) go to ``AspectsClient.segment``."""
         await self.connect()
         assert self._client is not None
         cancel = threading.Event()
@@ -64,6 +66,7 @@ class AsyncAspectsClient:
             cancel=cancel,
             request_id=request_id,
             progress=progress,
+            **options,
         )
         future = asyncio.get_running_loop().run_in_executor(self._executor, call)
         try:

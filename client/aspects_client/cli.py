@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, contract
 from .errors import AspectsError, UsageError
 from .outputs import SourceOutputs, check_plan, commit, discard_all_temps, plan_outputs, printable
 from .storage import DEFAULT_MAX_OBJECT_BYTES
@@ -137,6 +137,12 @@ def build_parser() -> Parser:
     )
     g.add_argument(
         "--wait", type=non_negative_seconds, default=0.0, help="seconds to wait for a ready server"
+    )
+    g.add_argument(  # priority (issue 15): contract.TRITON_PRIORITY
+        "--priority",
+        choices=tuple(contract.TRITON_PRIORITY),
+        default=contract.DEFAULT_PRIORITY,
+        help="urgent: served before batch requests in every queue (default %(default)s)",
     )
     g.add_argument("--tls", action="store_true", help="gRPC over TLS")
     g.add_argument("--root-certificates", help="PEM CA bundle for --tls")
@@ -324,6 +330,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         retries=args.retries,
         ssl=args.tls,
         root_certificates=args.root_certificates,
+        priority=args.priority,
     )
     s3 = S3Settings(
         endpoint_url=args.endpoint_url,

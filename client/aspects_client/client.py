@@ -7,7 +7,8 @@
         result.overlay_png       # PNG bytes for a person
         result.regions["m1"]["r"].volume_ml, .confidence
         result.qc                # quality control: {"passed", "flags", "checks"}
-        result.provenance        # model, version, request id, thresholds, timings per stage
+        result.provenance        # model, version that answered, priority, request id,
+                                 # unet checkpoint, thresholds, timings per stage
 
 One client serves many volumes at once from a thread pool: the gRPC channel and the
 boto3 client are shared and thread-safe; each call keeps its own buffers.  A call can be
@@ -34,7 +35,7 @@ from .assemble import assemble
 from .display_stack import prepare
 from .document import dumps
 from .errors import AspectsError, CancelledError, UsageError
-from .inference import InferenceSettings, TritonSegmenter
+from .inference import InferenceSettings, TritonSegmenter, check_priority
 from .labelmap import label_map_bytes
 from .lesions import ScoringRule
 from .outputs import printable
@@ -143,6 +144,7 @@ class AspectsClient:
         adc: Source | None = None,
         adc_scale: float | None = None,
         rule: ScoringRule | None = None,
+        priority: str | None = None,
     ) -> SegmentationResult:
         """Segment one volume: an ``s3://`` URL, a path, bytes or a nibabel image.
 
@@ -157,7 +159,11 @@ class AspectsClient:
         ADC map of the same patient (any grid, same kinds of source as ``source``; implies
         ``score``), ``adc_scale`` its unit factor to 10^-6 mm^2/s when it cannot be
         detected, ``rule`` the lesion/affected thresholds (default: the contract's).
+        priority: ``"urgent"`` (served first) or ``"batch"``; default: the client's
+        ``InferenceSettings.priority``; sent with every request and kept in the provenance.
         """
+        if priority is not None:  # priority (issue 15): refused before any work
+            check_priority(priority, "priority")
         _check_source_type(source)
         if name is not None and not isinstance(name, str):
             raise UsageError(f"name must be a string, got {type(name).__name__}")
@@ -185,22 +191,28 @@ class AspectsClient:
         if progress is not None:
             progress(0, len(prepared.slices))
         t = time.perf_counter()
-        labels, confidence = self._segmenter.infer(
+        answer = self._segmenter.infer(
             prepared.slices,
             request_id=request_id,
             cancel=cancel,
             progress=(lambda n: progress(n, 0)) if progress is not None else None,
+            priority=priority,
         )
+        labels, confidence = answer
         timings["inference"] = time.perf_counter() - t
         _check_cancel(cancel)
         t = time.perf_counter()
         info = self._segmenter.info
+        # provenance (issue 15): the version that answered every request of this volume (read
+        # from the responses), the priority asked for, the steps (unet checkpoint) as served
+        answered_version = getattr(answer, "model_version", None) or info.version
         provenance = {
             "client": f"aspects_client {__version__}",
             "request_id": request_id,
             "server": self.url,
             "model": info.name,
-            "model_version": info.version,
+            "model_version": answered_version,
+            "priority": getattr(answer, "priority", None) or priority or contract.DEFAULT_PRIORITY,
             "steps": info.steps,
             "threshold_prob": contract.THRESHOLD_PROB,
             "min_area_pixels": contract.MIN_AREA_PIXELS,
@@ -245,7 +257,7 @@ class AspectsClient:
                 prepared.slices,
                 result.contours,
                 prepared.geometry,
-                title=f"{printable(volume.source)}  ({info.name} v{info.version})".lstrip(),
+                title=f"{printable(volume.source)}  ({info.name} v{answered_version})".lstrip(),
                 note=f"unet: {checkpoint}" if checkpoint else "",
                 qc=result.document["qc"],
                 score=scored.section if scored is not None else None,

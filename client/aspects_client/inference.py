@@ -15,6 +15,15 @@ a bounded number of times with exponential backoff, as long as the retry fits in
 deadline.  A volume can be cancelled with a ``threading.Event``; every request carries the
 id ``"<volume id>/<first item>"``, which error messages and DEBUG log lines
 (logger ``aspects_client.inference``) name.
+
+Every request also carries the volume's priority (``"urgent"`` or ``"batch"``, sent as
+Triton priority ``contract.TRITON_PRIORITY``: each step's queue serves level 1 first) and
+its timeout as the server-side queue timeout (Triton drops a request that waited longer in
+a step's queue; it can only shorten the server's own bound).  A full queue ("Exceeds maximum
+queue size") and a queue timeout ("Request timeout expired") come back UNAVAILABLE and are
+retried like any overload.  The model version that answered is read from every response:
+a volume answered by two versions (a model update in the middle of it) is refused, never
+mixed; the answer records the one version (``VolumeAnswer.model_version``).
 """
 
 from __future__ import annotations
@@ -49,6 +58,11 @@ from .server_reference import context_stacks
 log = logging.getLogger("aspects_client.inference")
 
 _RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "Exceeds maximum queue size")
+# Triton's own words (2.51, measured) for its refusals; a queue refusal is worth a retry, a
+# restricted API (--grpc-restricted-protocol) is not, although it also answers UNAVAILABLE.
+_QUEUE_FULL = "Exceeds maximum queue size"
+_QUEUE_TIMEOUT = "Request timeout expired"
+_RESTRICTED = "is restricted, expecting header"
 _TRITON_DTYPES = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32"}
 _POLL_S = 0.05  # how often a waiting volume looks at its cancel event
 _READY_POLL_S = 0.5  # how often the connect-time checks are repeated while wait_s lasts
@@ -59,6 +73,7 @@ _OPTION = {
     "deadline_s": "--deadline",
     "retries": "--retries",
     "root_certificates": "--root-certificates",
+    "priority": "--priority",
 }
 
 
@@ -75,6 +90,7 @@ class InferenceSettings:
     max_in_flight: int = 8  # requests of one volume in flight at once
     connect_timeout_s: float = 10.0  # deadline of each connect-time check (ready, metadata)
     deadline_s: float = 60.0  # one volume, overall: every wave, retry and backoff
+    priority: str = contract.DEFAULT_PRIORITY  # "urgent" | "batch" (contract.TRITON_PRIORITY)
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "connect_timeout_s", "deadline_s"):
@@ -82,6 +98,7 @@ class InferenceSettings:
         _check_seconds("backoff_s", self.backoff_s, positive=False)
         _check_int("retries", self.retries, 0, MAX_RETRIES)
         _check_int("max_in_flight", self.max_in_flight, 1, None)
+        check_priority(self.priority, _name("priority"))
         if not isinstance(self.model, str) or not self.model:
             raise UsageError(f"{_name('model')} must be a model name, got {self.model!r}")
         if self.root_certificates is not None:
@@ -90,6 +107,15 @@ class InferenceSettings:
                 raise UsageError(f"{_name('root_certificates')}: no such file: {path!r}")
             if not os.access(path, os.R_OK):
                 raise UsageError(f"{_name('root_certificates')}: cannot read {path!r}")
+
+
+def check_priority(value: Any, what: str = "priority") -> str:
+    """``value`` if it is a priority of the contract (``"urgent"``, ``"batch"``), else
+    UsageError naming ``what``."""
+    if not isinstance(value, str) or value not in contract.TRITON_PRIORITY:
+        choices = " or ".join(repr(k) for k in contract.TRITON_PRIORITY)
+        raise UsageError(f"{what} must be {choices}, got {value!r}")
+    return value
 
 
 def _name(setting: str) -> str:
@@ -123,6 +149,32 @@ class ModelInfo:
     version: str
     max_batch_size: int
     steps: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+class VolumeAnswer(tuple):
+    """What ``infer`` / ``infer_stacks`` return: unpacks as ``(labels, confidence)``; also
+    says who answered (``model``, ``model_version``: read from every response, one version
+    for the whole volume) and at which ``priority`` it was asked."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    model: str
+    model_version: str
+    priority: str
+
+    def __new__(
+        cls,
+        labels: np.ndarray,
+        confidence: np.ndarray,
+        *,
+        model: str,
+        model_version: str,
+        priority: str,
+    ) -> VolumeAnswer:
+        answer = super().__new__(cls, (labels, confidence))
+        answer.labels, answer.confidence = labels, confidence
+        answer.model, answer.model_version, answer.priority = model, model_version, priority
+        return answer
 
 
 class TritonSegmenter:
@@ -160,6 +212,7 @@ class TritonSegmenter:
         # callbacks between requests.  Sending is serialised; waiting is not.
         self._send_lock = threading.Lock()
         self._retry_lock = threading.Lock()
+        self._info_lock = threading.Lock()
         self.retried = 0  # requests sent again after a retryable answer, over this client's life
         try:
             self.info = self._wait_for_contract(wait_s)
@@ -189,6 +242,8 @@ class TritonSegmenter:
             text = _short(exc)
             if "handshake" in text.lower() or "CERTIFICATE_VERIFY_FAILED" in text:
                 hint = "check --root-certificates and the server certificate's host names"
+            elif _RESTRICTED in text:
+                hint = "the server restricts this API to its operators; ask them to open it"
             elif not self.settings.ssl and "Socket closed" in text:
                 hint = "check the URL, that the server is running and whether it needs --tls"
             else:
@@ -229,6 +284,17 @@ class TritonSegmenter:
             raise ModelContractError(f"{name}: max_batch_size is {max_batch}; batching is required")
         return ModelInfo(name, str(meta.get("versions", [""])[-1]), max_batch, self._steps())
 
+    def _refresh_info(self, answered_version: str) -> None:
+        """The ensemble answered with another version than at connect time (an update on
+        the server): read the model and its steps again, for provenance.  Best effort."""
+        with self._info_lock:
+            if self.info.version == answered_version:
+                return
+            try:
+                self.info = self._check_contract()
+            except InferenceError as exc:
+                log.debug("model info not refreshed after version %s: %s", answered_version, exc)
+
     def _steps(self) -> dict[str, dict[str, str]]:
         """Best effort: what runs behind the ensemble (for provenance only)."""
         steps: dict[str, dict[str, str]] = {}
@@ -256,10 +322,11 @@ class TritonSegmenter:
         request_id: str | None = None,
         cancel: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        priority: str | None = None,
+    ) -> VolumeAnswer:
         """One volume's display slices uint8 [N, H, W], in slice order -> (labels uint8
-        [N, H, W], confidence float32 [N, 11]).  Sends their 2.5D stacks; the keywords are
-        those of ``infer_stacks``."""
+        [N, H, W], confidence float32 [N, 11]) as a ``VolumeAnswer``.  Sends their 2.5D
+        stacks; the keywords are those of ``infer_stacks``."""
         slices = np.asarray(slices)
         if slices.dtype != np.uint8 or slices.ndim != 3:
             raise InferenceError(
@@ -276,6 +343,7 @@ class TritonSegmenter:
             request_id=request_id,
             cancel=cancel,
             progress=progress,
+            priority=priority,
         )
 
     def infer_stacks(
@@ -285,9 +353,11 @@ class TritonSegmenter:
         request_id: str | None = None,
         cancel: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        priority: str | None = None,
+    ) -> VolumeAnswer:
         """Ready-made 2.5D stacks uint8 [N, 3, H, W] (independent items) -> (labels uint8
-        [N, H, W] of each item's middle slice, confidence float32 [N, 11]), in item order.
+        [N, H, W] of each item's middle slice, confidence float32 [N, 11]), in item order,
+        as a ``VolumeAnswer`` (which also names the model version that answered).
 
         ``request_id``: the volume's id (default: a fresh uuid4 hex); request k carries
         ``f"{request_id}/{first item}"`` and errors name it.  ``cancel``: when set, every
@@ -295,8 +365,10 @@ class TritonSegmenter:
         (within ~0.1 s).  ``progress(n)``: called with the number of items just completed
         (the calls sum to N on success); it runs on gRPC's callback thread, so it must be
         quick and thread-safe; it is never called after this method has returned or raised,
-        and an exception from it fails the volume.  Raises ServerUnavailableError when the
-        overall deadline (``deadline_s``) passes, naming it.
+        and an exception from it fails the volume.  ``priority``: ``"urgent"`` or ``"batch"``
+        (default: ``settings.priority``), sent with every request.  Raises
+        ServerUnavailableError when the overall deadline (``deadline_s``) passes, naming it,
+        and InferenceError when two model versions answered parts of the volume.
         """
         stacks = np.asarray(stacks)
         channels = contract.NETWORK_CHANNELS
@@ -309,13 +381,23 @@ class TritonSegmenter:
         elif not isinstance(request_id, str) or not request_id:
             raise UsageError(f"request_id must be a non-empty string, got {request_id!r}")
         rid = request_id
+        settings = self.settings  # one snapshot for the whole volume
+        priority = check_priority(
+            settings.priority if priority is None else priority, "priority (--priority)"
+        )
+        triton_priority = contract.TRITON_PRIORITY[priority]
         n = len(stacks)
         if cancel is not None and cancel.is_set():
             raise CancelledError(f"volume {rid}: cancelled before anything was sent")
         out_shape = (n, *stacks.shape[2:])
         if n == 0:
-            return np.empty(out_shape, np.uint8), np.empty((0, contract.NUM_CLASSES), np.float32)
-        settings = self.settings  # one snapshot for the whole volume
+            return VolumeAnswer(
+                np.empty(out_shape, np.uint8),
+                np.empty((0, contract.NUM_CLASSES), np.float32),
+                model=settings.model,
+                model_version=self.info.version,
+                priority=priority,
+            )
         deadline = time.monotonic() + settings.deadline_s
         step = min(self.info.max_batch_size, contract.MAX_BATCH_SIZE)
         labels = np.empty(out_shape, np.uint8)
@@ -332,6 +414,7 @@ class TritonSegmenter:
         state["left"] = len(due)
         in_flight: dict[int, Any] = {}  # token -> tritonclient CallContext (None while sending)
         tokens = itertools.count()
+        answered: dict[str, int] = {}  # model version that answered -> first item it answered
 
         def fail(error: BaseException) -> None:
             with lock:
@@ -362,6 +445,13 @@ class TritonSegmenter:
                     )
                     return
                 try:
+                    version = _answered_version(result)
+                    if version is not None:
+                        with lock:
+                            answered.setdefault(version, lo)
+                            versions = dict(answered)
+                        if len(versions) > 1:
+                            raise InferenceError(_mixed_versions(settings.model, rid, versions))
                     lab = result.as_numpy(contract.OUTPUT_LABELS)
                     conf = result.as_numpy(contract.OUTPUT_CONFIDENCE)
                     want = (hi - lo, *stacks.shape[2:])
@@ -421,6 +511,8 @@ class TritonSegmenter:
                         callback,
                         outputs=outs,
                         request_id=f"{rid}/{lo}",
+                        priority=triton_priority,
+                        timeout=max(1, int(timeout * 1e6)),  # server queue timeout, µs
                         client_timeout=timeout,
                     )
             except Exception as exc:  # the channel refused it: as if it had answered so
@@ -461,7 +553,7 @@ class TritonSegmenter:
                         raise error
                     raise InferenceError(f"volume {rid}: {error}") from error
                 if left == 0:
-                    return labels, confidence
+                    break
                 now = time.monotonic()
                 if cancel is not None and cancel.is_set():
                     raise CancelledError(
@@ -484,6 +576,12 @@ class TritonSegmenter:
             for context in contexts:
                 with contextlib.suppress(Exception):
                     context.cancel()
+        version = next(iter(answered), self.info.version)
+        if version != self.info.version:
+            self._refresh_info(version)
+        return VolumeAnswer(
+            labels, confidence, model=settings.model, model_version=version, priority=priority
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -531,14 +629,26 @@ def _error(
     deadline."""
     text = _short(error)
     where = f"{settings.model} at {url}, request {rid}/{lo} (items {lo}..{hi - 1})"
+    if _RESTRICTED in text:
+        return InferenceError(
+            f"{where}: the server restricts inference to callers with a header ({text}); "
+            "ask its operator"
+        )
     if _retryable(error):
         why = (
             f"the next retry would pass the {settings.deadline_s:g} s overall deadline (--deadline)"
             if late
             else "retry later or add capacity"
         )
+        if _QUEUE_FULL in text:
+            what = "the server's queue for this priority is full"
+        elif _QUEUE_TIMEOUT in text:
+            what = "the request waited in a server queue past its queue timeout"
+        else:
+            what = "the server is unreachable, not ready or overloaded"
         return ServerUnavailableError(
-            f"{where}: unavailable or overloaded after {attempt + 1} attempts ({text}); {why}"
+            f"{where}: unavailable or overloaded after {attempt + 1} attempts ({text}): {what}; "
+            f"{why}"
         )
     if "DEADLINE_EXCEEDED" in text or "Deadline" in text:
         if timeout < settings.timeout_s:
@@ -565,4 +675,23 @@ def _short(exc: Any) -> str:
 
 def _retryable(exc: Any) -> bool:
     text = _short(exc)
-    return any(marker in text for marker in _RETRYABLE)
+    if _RESTRICTED in text:  # UNAVAILABLE too, but no retry will carry the header
+        return False
+    return any(marker in text for marker in (*_RETRYABLE, _QUEUE_TIMEOUT))
+
+
+def _answered_version(result: Any) -> str | None:
+    """The model version in a tritonclient InferResult's response (None if it has none)."""
+    get_response = getattr(result, "get_response", None)
+    if get_response is None:
+        return None
+    version = getattr(get_response(), "model_version", "")
+    return str(version) if version else None
+
+
+def _mixed_versions(model: str, rid: str, versions: dict[str, int]) -> str:
+    parts = ", ".join(f"version {v} (from item {lo})" for v, lo in sorted(versions.items()))
+    return (
+        f"volume {rid}: {model} answered with {parts}: the model changed on the server during "
+        "this volume; nothing returned, segment it again"
+    )

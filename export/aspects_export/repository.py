@@ -2,19 +2,30 @@
 
 Two layouts (architecture §4):
 
-- ``gpu``: the committed ``model_repository/`` configs copied verbatim, with
+- ``gpu``: the committed ``model_repository/`` configs copied byte for byte, with
   ``preprocess/1/model.onnx``, ``postprocess/1/model.onnx``, ``unet/1/model.plan`` (when an
   engine is given) and ``unet/1/model.onnx`` (the onnxruntime fallback selected with
-  ``--model-config-name=onnxruntime``), and an empty ``aspects/1/``.
-- ``cpu``: generated, never committed.  Same model names, tensors, ensemble and batching,
-  but each step is ``backend: "python"`` on ``KIND_CPU`` and runs its ONNX file with
-  onnxruntime through one shared ``model.py`` (:mod:`aspects_export.triton_python_model`).
+  ``--model-config-name=onnxruntime``), and an empty ``aspects/1/``.  The unet's configs
+  (``config.pbtxt`` and ``configs/*.pbtxt``) get one generated block appended: the
+  ``checkpoint`` parameter (provenance, see :func:`checkpoint_id`).
+- ``cpu``: generated, never committed.  Same model names, tensors, ensemble, batching,
+  priority levels, queue policy and warm-up, but each step is ``backend: "python"`` on
+  ``KIND_CPU`` and runs its ONNX file with onnxruntime through one shared ``model.py``
+  (:mod:`aspects_export.triton_python_model`); the queue timeout is scaled for the CPU
+  (``CPU_QUEUE_TIMEOUT_S``).  The unet carries the same ``checkpoint`` parameter.
 
 Configs are parsed with protobuf's text format into Triton's own ``ModelConfig`` message.
+
+Only the ensemble is meant for clients, but Triton has no per-model access control:
+:func:`restricted_api_args` are the server flags that put the model-repository,
+shared-memory, trace and logging APIs behind a header only operators hold
+(``model_repository/README.md``, "Who may call what").
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -34,6 +45,17 @@ PLAN_MODEL_FILE = "model.plan"
 PYTHON_MODEL_FILE = "model.py"
 ENV_REPOSITORY = "ASPECTS_MODEL_REPOSITORY"
 
+# Provenance parameter of the unet (every layout); clients record it with every result.
+PARAM_CHECKPOINT = "checkpoint"
+ONNX_CHECKPOINT_KEY = "checkpoint"  # the unet.onnx metadata_props key aspects-export writes
+# The CPU runtime is two orders of magnitude slower per slice than the GPU deployment, so
+# the longest wait in one step's queue (contract.QUEUE_TIMEOUT_S on the GPU) is scaled up;
+# a request's own timeout (the client's --timeout) still shortens it.
+CPU_QUEUE_TIMEOUT_S = 600.0
+# Server APIs that only operators need; restricted_api_args() puts them behind a header.
+RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "trace", "logging")
+# Triton prefixes a restricted gRPC protocol's header key with this (Triton 2.51, measured).
+GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"
 # Parameters of the CPU (python backend) steps, read by triton_python_model.py.
 PARAM_ONNX_FILE = "onnx_file"
 PARAM_INTRA_OP_THREADS = "intra_op_thread_count"
@@ -110,7 +132,8 @@ def load_committed_configs(repository: Path | None = None) -> dict[str, mc.Model
 def cpu_config(gpu_config: mc.ModelConfig) -> mc.ModelConfig:
     """The CPU-runtime version of a committed step config (python backend on KIND_CPU).
 
-    Names, tensors, max_batch_size and dynamic batching are kept; the platform, GPU
+    Names, tensors, max_batch_size, dynamic batching (priority levels, queue bounds) and
+    warm-up are kept, except the queue timeout (``CPU_QUEUE_TIMEOUT_S``); the platform, GPU
     instance groups, accelerator options and backend-specific parameters are replaced.
     """
     name = gpu_config.name
@@ -128,6 +151,9 @@ def cpu_config(gpu_config: mc.ModelConfig) -> mc.ModelConfig:
     group = config.instance_group.add()
     group.count = max(1, counts[0])
     group.kind = mc.ModelInstanceGroup.KIND_CPU
+    policy = config.dynamic_batching.default_queue_policy
+    if config.HasField("dynamic_batching") and policy.default_timeout_microseconds:
+        policy.default_timeout_microseconds = round(CPU_QUEUE_TIMEOUT_S * 1e6)
     config.parameters.clear()
     config.parameters[PARAM_ONNX_FILE].string_value = ONNX_MODEL_FILE
     config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(CPU_INTRA_OP_THREADS[name])
@@ -176,6 +202,81 @@ def onnx_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_id(unet_onnx: Path | None, engine: Path | None = None) -> str:
+    """The unet's provenance, as the ``checkpoint`` parameter records it.
+
+    ``"<note>; unet.onnx sha256:<hex>"``: the note ``aspects-export`` stored in the ONNX
+    metadata (the built-in weights' note, e.g. the demo weights' "not for clinical use", or
+    the checkpoint path) and the sha256 of the exported graph, which holds the weights (the
+    TensorRT engine's cache key records the same sha256).  With an ``engine`` (the
+    ``tensorrt_plan`` config) ``"; TensorRT engine sha256:<hex>"`` follows.
+    """
+    parts = []
+    if unet_onnx is not None:
+        note = onnx_metadata(unet_onnx).get(ONNX_CHECKPOINT_KEY, "").strip()
+        parts.append(note or f"checkpoint not recorded in {unet_onnx.name}")
+        parts.append(f"{contract.UNET_MODEL}.onnx sha256:{sha256_file(unet_onnx)}")
+    else:
+        parts.append(f"checkpoint unknown (no {contract.UNET_MODEL}.onnx beside the engine)")
+    if engine is not None:
+        parts.append(f"TensorRT engine sha256:{sha256_file(engine)}")
+    return "; ".join(parts)
+
+
+def provenance_block(checkpoint: str) -> str:
+    """The text appended to a committed unet config: its ``checkpoint`` parameter."""
+    block = mc.ModelConfig()
+    block.parameters[PARAM_CHECKPOINT].string_value = checkpoint
+    return (
+        "\n# GENERATED by aspects_export.repository (provenance; not in the committed file):\n"
+        + config_to_text(block)
+    )
+
+
+def _check_engine_source(engine: Path, unet_onnx: Path) -> None:
+    """Refuse an engine whose cache key says it was built from another unet.onnx."""
+    from aspects_export.tensorrt_build import key_path
+
+    try:
+        key = json.loads(key_path(engine).read_text())
+    except (OSError, ValueError):
+        return  # no readable key: nothing to compare (the engine's build wrote one)
+    built_from = key.get("onnx_sha256") if isinstance(key, dict) else None
+    if built_from and built_from != sha256_file(unet_onnx):
+        raise ExportError(
+            f"TensorRT engine {engine} was built from another unet.onnx (sha256 {built_from}) "
+            f"than {unet_onnx}; rebuild it (`aspects-export tensorrt`) or pass the matching graph"
+        )
+
+
+def restricted_api_args(header_key: str, header_value: str) -> list[str]:
+    """tritonserver flags that refuse ``RESTRICTED_APIS`` without ``header_key: header_value``.
+
+    Health, metadata, model config, inference and statistics stay open: clients need them
+    (the contract check reads metadata and configs, provenance reads the steps' configs).
+    Over HTTP the header is ``header_key``; over gRPC Triton expects
+    ``GRPC_RESTRICTED_HEADER_PREFIX + header_key``.  A refused call answers HTTP 403 or gRPC
+    UNAVAILABLE "This protocol is restricted, expecting header '...'" (Triton 2.51).
+    """
+    for what, text in (("header key", header_key), ("header value", header_value)):
+        if not text or any(c in text for c in ",:= \t\r\n"):
+            raise ExportError(f"restricted API {what} must be non-empty, without , : = or spaces")
+    apis = ",".join(RESTRICTED_APIS)
+    return [
+        f"--grpc-restricted-protocol={apis}:{header_key}={header_value}",
+        f"--http-restricted-api={apis}:{header_key}={header_value}",
+    ]
+
+
 def write_repository(
     onnx_dir: Path,
     out: Path,
@@ -210,6 +311,9 @@ def write_repository(
         unet_onnx = onnx_dir / f"{contract.UNET_MODEL}.onnx"
         if unet_onnx.is_file():
             sources[contract.UNET_MODEL] = unet_onnx
+        unet_source = sources.get(contract.UNET_MODEL)
+        if engine is not None and unet_source is not None:
+            _check_engine_source(Path(engine), unet_source)
         _prepare_out(out)
         for name in configs:
             shutil.copytree(
@@ -222,6 +326,7 @@ def write_repository(
             _copy(src, out / name / VERSION / ONNX_MODEL_FILE)
         if engine is not None:
             _copy(Path(engine), out / contract.UNET_MODEL / VERSION / PLAN_MODEL_FILE)
+        _append_unet_provenance(out / contract.UNET_MODEL, unet_source, engine)
         return out
 
     sources = _onnx_sources(onnx_dir, contract.STEP_MODELS)
@@ -236,11 +341,8 @@ def write_repository(
     )
     for name in contract.STEP_MODELS:
         config = cpu_config(configs[name])
-        checkpoint = (
-            onnx_metadata(sources[name]).get("checkpoint") if name == contract.UNET_MODEL else None
-        )
-        if checkpoint:  # provenance: clients read it back through the model config
-            config.parameters["checkpoint"].string_value = checkpoint
+        if name == contract.UNET_MODEL:  # provenance: clients read it back from the config
+            config.parameters[PARAM_CHECKPOINT].string_value = checkpoint_id(sources[name])
         model_dir = out / name
         (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
         (model_dir / CONFIG_FILE).write_text(
@@ -249,3 +351,25 @@ def write_repository(
         _copy(sources[name], model_dir / VERSION / ONNX_MODEL_FILE)
         _copy(_PYTHON_MODEL_SOURCE, model_dir / VERSION / PYTHON_MODEL_FILE)
     return out
+
+
+def _append_unet_provenance(unet_dir: Path, unet_onnx: Path | None, engine: Path | None) -> None:
+    """Append the ``checkpoint`` parameter to every config of the copied unet: the default
+    (``tensorrt_plan`` runs the engine when there is one) and each ``configs/*.pbtxt``
+    (these run ``unet.onnx``)."""
+    targets = [(unet_dir / CONFIG_FILE, engine)]
+    targets += [(p, None) for p in sorted((unet_dir / CUSTOM_CONFIGS_DIR).glob("*.pbtxt"))]
+    for path, runs_engine in targets:
+        config = parse_config(path)
+        if PARAM_CHECKPOINT in config.parameters:
+            raise ExportError(
+                f"{path} already sets the {PARAM_CHECKPOINT!r} parameter; it is generated, "
+                "remove it from the committed config"
+            )
+        plan = runs_engine if config.platform == "tensorrt_plan" else None
+        if unet_onnx is None and plan is None:
+            continue  # this config runs unet.onnx, which was not installed
+        block = provenance_block(checkpoint_id(unet_onnx, plan))
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(block)
+        parse_config(path)  # the appended text must still parse

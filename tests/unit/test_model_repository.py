@@ -1,5 +1,9 @@
 """The committed model repository agrees with contract.py; the CPU generator keeps it so.
 
+Also (issue 15): every step declares the contract's priority levels, a bounded queue and a
+warm-up; the generated GPU and CPU repositories carry the unet's ``checkpoint`` parameter
+(provenance); the restricted-API server flags are well formed.
+
 Also exercises the shared python_backend ``model.py`` against a stand-in
 ``triton_python_backend_utils`` (the real one only exists inside Triton's stub).
 """
@@ -7,6 +11,7 @@ Also exercises the shared python_backend ``model.py`` against a stand-in
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -87,8 +92,76 @@ def test_unet_onnxruntime_fallback_differs_only_in_platform_and_parameters() -> 
         COMMITTED / contract.UNET_MODEL / repo.CUSTOM_CONFIGS_DIR / "onnxruntime.pbtxt"
     )
     assert fallback.platform == "onnxruntime_onnx"
-    for field in ("input", "output", "instance_group", "dynamic_batching", "max_batch_size"):
+    for field in (
+        "input",
+        "output",
+        "instance_group",
+        "dynamic_batching",
+        "max_batch_size",
+        "model_warmup",
+    ):
         assert getattr(fallback, field) == getattr(default, field), field
+
+
+def step_config_files() -> list[Path]:
+    return [p for p in committed_config_files() if p.parent.name != contract.ENSEMBLE_MODEL]
+
+
+def warmup_dims(spec: contract.TensorSpec) -> tuple[int, ...]:
+    """A tensor's dims with the variable (-1) H, W of the contract's warm-up size."""
+    native = iter(contract.WARMUP_NATIVE_SIZE)
+    return tuple(next(native) if d < 0 else d for d in spec.dims)
+
+
+def assert_scheduling_policy(config: mc.ModelConfig) -> None:
+    """Priority levels, the bounded queue and the warm-up of one step (issue 15)."""
+    batching = config.dynamic_batching
+    assert config.HasField("dynamic_batching"), config.name
+    assert batching.priority_levels == contract.PRIORITY_LEVELS, config.name
+    levels = contract.TRITON_PRIORITY
+    assert batching.default_priority_level == levels[contract.DEFAULT_PRIORITY], config.name
+    assert levels[contract.PRIORITY_URGENT] < levels[contract.PRIORITY_BATCH]  # 1 goes first
+    assert sorted(levels.values()) == list(range(1, contract.PRIORITY_LEVELS + 1))
+    policy = batching.default_queue_policy
+    assert batching.HasField("default_queue_policy"), config.name
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT, config.name
+    assert policy.allow_timeout_override, config.name  # the client's --timeout shortens it
+    assert policy.max_queue_size == contract.QUEUE_MAX_REQUESTS, config.name
+    assert not batching.priority_queue_policy, "every level uses the default policy"
+    # warm-up: every batch size of the contract, every input, zero or random data
+    assert [w.batch_size for w in config.model_warmup] == list(contract.WARMUP_BATCH_SIZES)
+    inputs, _ = contract.MODEL_IO[config.name]
+    for warmup in config.model_warmup:
+        assert set(warmup.inputs) == {s.name for s in inputs}, warmup.name
+        for spec in inputs:
+            data = warmup.inputs[spec.name]
+            assert dtype_name(data.data_type) == spec.dtype, (warmup.name, spec.name)
+            assert tuple(data.dims) == warmup_dims(spec), (warmup.name, spec.name)
+            assert data.zero_data or data.random_data, (warmup.name, spec.name)
+
+
+@pytest.mark.parametrize("path", step_config_files(), ids=lambda p: str(p.relative_to(COMMITTED)))
+def test_step_configs_prioritise_bound_their_queues_and_warm_up(path: Path) -> None:
+    """Before issue 15 no step had priority levels, a queue bound or a warm-up."""
+    config = repo.parse_config(path)
+    assert_scheduling_policy(config)
+    timeout_us = config.dynamic_batching.default_queue_policy.default_timeout_microseconds
+    assert timeout_us == round(contract.QUEUE_TIMEOUT_S * 1e6), path
+
+
+def test_ensemble_has_no_queue_of_its_own() -> None:
+    """Triton passes an ensemble request's priority and timeout to every step; the ensemble
+    itself must not batch, queue or warm up (it would not load)."""
+    ensemble = repo.load_committed_configs()[contract.ENSEMBLE_MODEL]
+    assert not ensemble.HasField("dynamic_batching")
+    assert not ensemble.model_warmup
+    assert "checkpoint" not in ensemble.parameters
+
+
+def test_committed_configs_never_carry_a_checkpoint() -> None:
+    """The checkpoint parameter is generated (provenance of one export), never reviewed."""
+    for path in committed_config_files():
+        assert repo.PARAM_CHECKPOINT not in repo.parse_config(path).parameters, path
 
 
 def test_ensemble_wiring_is_consistent() -> None:
@@ -143,7 +216,15 @@ def test_generated_cpu_repository_agrees_with_contract_and_committed(
         assert_io_matches_contract(config)
         assert config.backend == "python" and not config.platform
         assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
-        assert config.dynamic_batching == committed[name].dynamic_batching
+        # the same batching, priorities, queue bound and warm-up; a longer queue timeout
+        assert_scheduling_policy(config)
+        expected = mc.ModelDynamicBatching()
+        expected.CopyFrom(committed[name].dynamic_batching)
+        expected.default_queue_policy.default_timeout_microseconds = round(
+            repo.CPU_QUEUE_TIMEOUT_S * 1e6
+        )
+        assert config.dynamic_batching == expected, name
+        assert list(config.model_warmup) == list(committed[name].model_warmup), name
         onnx_file = config.parameters[repo.PARAM_ONNX_FILE].string_value
         version_dir = out / name / repo.VERSION
         assert (version_dir / onnx_file).read_bytes() == f"stand-in {name}".encode()
@@ -151,6 +232,7 @@ def test_generated_cpu_repository_agrees_with_contract_and_committed(
         assert int(config.parameters[repo.PARAM_INTRA_OP_THREADS].string_value) >= 0
     # a second run, from NEW graphs, replaces the repository in place: every model file is
     # the new one, nothing of the first run is left inside the models, configs are unchanged
+    # but for the unet's checkpoint, which names the new graph
     first_configs = {name: (out / name / repo.CONFIG_FILE).read_bytes() for name in ALL_MODELS}
     stale = out / contract.UNET_MODEL / repo.VERSION / "stale.onnx"
     stale.write_bytes(b"left over from an older export")
@@ -169,17 +251,26 @@ def test_generated_cpu_repository_agrees_with_contract_and_committed(
         ), name
     assert not stale.exists() and not (out / contract.UNET_MODEL / "2").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(ALL_MODELS)
-    assert {n: (out / n / repo.CONFIG_FILE).read_bytes() for n in ALL_MODELS} == first_configs
+    now = {n: (out / n / repo.CONFIG_FILE).read_bytes() for n in ALL_MODELS}
+    assert {n: b for n, b in now.items() if n != contract.UNET_MODEL} == {
+        n: b for n, b in first_configs.items() if n != contract.UNET_MODEL
+    }
+    unet = repo.parse_config(out / contract.UNET_MODEL / repo.CONFIG_FILE)
+    new_sha = _sha256(stand_in_onnx_dir / f"{contract.UNET_MODEL}.onnx")
+    assert unet.parameters[repo.PARAM_CHECKPOINT].string_value.endswith(f"sha256:{new_sha}")
 
 
 def test_generated_gpu_repository_layout(stand_in_onnx_dir: Path, tmp_path: Path) -> None:
     engine = tmp_path / "unet.plan"
     engine.write_bytes(b"engine")
     out = repo.write_repository(stand_in_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
-    for name in ALL_MODELS:
-        assert (out / name / repo.CONFIG_FILE).read_bytes() == (
-            COMMITTED / name / repo.CONFIG_FILE
-        ).read_bytes()
+    for name in ALL_MODELS:  # committed text kept byte for byte (the unet: as a prefix)
+        written = (out / name / repo.CONFIG_FILE).read_bytes()
+        committed = (COMMITTED / name / repo.CONFIG_FILE).read_bytes()
+        if name == contract.UNET_MODEL:
+            assert written.startswith(committed) and len(written) > len(committed)
+        else:
+            assert written == committed, name
     assert (out / contract.UNET_MODEL / "1" / "model.plan").read_bytes() == b"engine"
     assert (out / contract.UNET_MODEL / "1" / "model.onnx").is_file()  # the fallback
     assert (out / contract.UNET_MODEL / "configs" / "onnxruntime.pbtxt").is_file()
@@ -355,6 +446,155 @@ def test_cpu_repository_records_the_unet_checkpoint(stand_in_onnx_dir: Path, tmp
     onnx.save(model, str(unet))
     out = repo.write_repository(stand_in_onnx_dir, tmp_path / "cpu", "cpu")
     config = repo.parse_config(out / contract.UNET_MODEL / repo.CONFIG_FILE)
-    assert config.parameters["checkpoint"].string_value == "sha256:abc (test)"
+    sha = _sha256(unet)
+    assert (
+        config.parameters["checkpoint"].string_value == f"sha256:abc (test); unet.onnx sha256:{sha}"
+    )
     pre = repo.parse_config(out / contract.PREPROCESS_MODEL / repo.CONFIG_FILE)
     assert "checkpoint" not in pre.parameters
+
+
+# --- provenance: the unet's checkpoint parameter in every layout (issue 15) --------------------
+
+NOTE = "demo weights trained on synthetic images only (MODEL_CARD.md): not for clinical use"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def noted_onnx_dir(stand_in_onnx_dir: Path) -> Path:
+    """The stand-in graphs, but a real unet.onnx whose metadata holds a checkpoint note."""
+    import onnx
+
+    from aspects_export.oracle import export_oracle_unet
+
+    unet = export_oracle_unet(stand_in_onnx_dir / f"{contract.UNET_MODEL}.onnx")
+    model = onnx.load(str(unet))
+    model.metadata_props.add(key="checkpoint", value=NOTE)
+    onnx.save(model, str(unet))
+    return stand_in_onnx_dir
+
+
+def test_gpu_repository_records_the_unet_checkpoint(noted_onnx_dir: Path, tmp_path: Path):
+    """Before: the GPU layout copied the committed configs verbatim and lost the checkpoint;
+    only the CPU layout recorded it.  Parsed offline: there is no GPU here."""
+    engine = tmp_path / "unet.plan"
+    engine.write_bytes(b"an engine")
+    out = repo.write_repository(noted_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
+    onnx_sha = _sha256(noted_onnx_dir / f"{contract.UNET_MODEL}.onnx")
+    assert (out / contract.UNET_MODEL / "1" / "model.onnx").read_bytes() == (
+        noted_onnx_dir / f"{contract.UNET_MODEL}.onnx"
+    ).read_bytes()
+
+    default = repo.parse_config(out / contract.UNET_MODEL / repo.CONFIG_FILE)
+    checkpoint = default.parameters[repo.PARAM_CHECKPOINT].string_value
+    assert checkpoint == (
+        f"{NOTE}; unet.onnx sha256:{onnx_sha}; TensorRT engine sha256:{_sha256(engine)}"
+    )
+    committed = repo.parse_config(COMMITTED / contract.UNET_MODEL / repo.CONFIG_FILE)
+    del default.parameters[repo.PARAM_CHECKPOINT]
+    assert default == committed  # nothing else changed
+    fallback = repo.parse_config(
+        out / contract.UNET_MODEL / repo.CUSTOM_CONFIGS_DIR / "onnxruntime.pbtxt"
+    )  # runs unet.onnx, not the engine
+    assert fallback.parameters[repo.PARAM_CHECKPOINT].string_value == (
+        f"{NOTE}; unet.onnx sha256:{onnx_sha}"
+    )
+    for name in (contract.ENSEMBLE_MODEL, contract.PREPROCESS_MODEL, contract.POSTPROCESS_MODEL):
+        config = repo.parse_config(out / name / repo.CONFIG_FILE)
+        assert repo.PARAM_CHECKPOINT not in config.parameters, name
+
+    # without an engine (onnxruntime only), and the CPU layout: the same note and sha256
+    out = repo.write_repository(noted_onnx_dir, tmp_path / "gpu_ort", "gpu")
+    default = repo.parse_config(out / contract.UNET_MODEL / repo.CONFIG_FILE)
+    assert default.parameters[repo.PARAM_CHECKPOINT].string_value == (
+        f"{NOTE}; unet.onnx sha256:{onnx_sha}"
+    )
+    out = repo.write_repository(noted_onnx_dir, tmp_path / "cpu", "cpu")
+    cpu = repo.parse_config(out / contract.UNET_MODEL / repo.CONFIG_FILE)
+    assert cpu.parameters[repo.PARAM_CHECKPOINT].string_value == (
+        f"{NOTE}; unet.onnx sha256:{onnx_sha}"
+    )
+
+
+def test_gpu_repository_from_an_engine_alone_says_what_it_knows(
+    stand_in_onnx_dir: Path, tmp_path: Path
+) -> None:
+    (stand_in_onnx_dir / f"{contract.UNET_MODEL}.onnx").unlink()
+    engine = tmp_path / "unet.plan"
+    engine.write_bytes(b"an engine")
+    out = repo.write_repository(stand_in_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
+    unet = out / contract.UNET_MODEL
+    checkpoint = repo.parse_config(unet / repo.CONFIG_FILE).parameters[repo.PARAM_CHECKPOINT]
+    assert checkpoint.string_value == (
+        f"checkpoint unknown (no unet.onnx beside the engine); "
+        f"TensorRT engine sha256:{_sha256(engine)}"
+    )
+    fallback = repo.parse_config(unet / repo.CUSTOM_CONFIGS_DIR / "onnxruntime.pbtxt")
+    assert repo.PARAM_CHECKPOINT not in fallback.parameters  # no unet.onnx to run
+    assert not (unet / "1" / "model.onnx").exists()
+
+
+def test_gpu_repository_refuses_an_engine_built_from_another_graph(
+    noted_onnx_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    engine = tmp_path / "unet.plan"
+    engine.write_bytes(b"an engine")
+    key = tmp_path / "unet.plan.json"  # tensorrt_build's cache key beside the engine
+    key.write_text(json.dumps({"onnx_sha256": "0" * 64, "gpu_name": "x"}))
+    with pytest.raises(ExportError, match=r"built from another unet\.onnx"):
+        repo.write_repository(noted_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
+    assert not (tmp_path / "gpu").exists()  # refused before writing anything
+    onnx_sha = _sha256(noted_onnx_dir / f"{contract.UNET_MODEL}.onnx")
+    key.write_text(json.dumps({"onnx_sha256": onnx_sha, "gpu_name": "x"}))
+    assert repo.write_repository(noted_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
+
+
+def test_a_committed_checkpoint_parameter_is_refused(stand_in_onnx_dir: Path, tmp_path: Path):
+    committed = tmp_path / "committed"
+    shutil.copytree(COMMITTED, committed)
+    path = committed / contract.UNET_MODEL / repo.CONFIG_FILE
+    config = repo.parse_config(path)
+    config.parameters[repo.PARAM_CHECKPOINT].string_value = "hand-written"
+    path.write_text(repo.config_to_text(config))
+    with pytest.raises(ExportError, match="already sets the 'checkpoint' parameter"):
+        repo.write_repository(stand_in_onnx_dir, tmp_path / "gpu", "gpu", committed=committed)
+
+
+def test_checkpoint_text_survives_quotes_and_unicode(stand_in_onnx_dir: Path, tmp_path: Path):
+    import onnx
+
+    from aspects_export.oracle import export_oracle_unet
+
+    note = 'ckpt "v2" \\ from /data/réseau — not for clinical use'
+    unet = export_oracle_unet(stand_in_onnx_dir / f"{contract.UNET_MODEL}.onnx")
+    model = onnx.load(str(unet))
+    model.metadata_props.add(key="checkpoint", value=note)
+    onnx.save(model, str(unet))
+    out = repo.write_repository(stand_in_onnx_dir, tmp_path / "gpu", "gpu")
+    config = repo.parse_config(out / contract.UNET_MODEL / repo.CONFIG_FILE)
+    assert config.parameters[repo.PARAM_CHECKPOINT].string_value.startswith(note + "; ")
+
+
+# --- "only the ensemble is public": the restricted-API flags --------------------------------
+
+
+def test_restricted_api_args() -> None:
+    args = repo.restricted_api_args("aspects-admin-key", "s3cret")
+    apis = "model-repository,shared-memory,trace,logging"
+    assert args == [
+        f"--grpc-restricted-protocol={apis}:aspects-admin-key=s3cret",
+        f"--http-restricted-api={apis}:aspects-admin-key=s3cret",
+    ]
+    # what clients need stays open: inference, metadata, model config, health, statistics
+    for api in ("inference", "metadata", "model-config", "health", "statistics"):
+        assert api not in repo.RESTRICTED_APIS
+    for key, value in (("", "x"), ("a:b", "x"), ("k", "a,b"), ("k", "a=b"), ("k", "a b")):
+        with pytest.raises(ExportError, match="restricted API"):
+            repo.restricted_api_args(key, value)
