@@ -23,6 +23,11 @@ from aspects_client.errors import AspectsError
 from .pipeline import DEFAULT_CHECK_SLICES, build_tensorrt, export_onnx, say, write_repo
 
 
+def add_output(sp: argparse.ArgumentParser, help: str) -> None:
+    """The one output option of every subcommand: -o/--output (--out still accepted)."""
+    sp.add_argument("-o", "--output", "--out", dest="out", type=Path, required=True, help=help)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aspects-export",
@@ -51,48 +56,22 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("onnx", help="write the three ONNX graphs and numeric_report.json")
     add_checkpoint(sp)
-    sp.add_argument(
-        "-o", "--output", "--out", dest="out", type=Path, required=True, help="output directory"
-    )
+    add_output(sp, "output directory")
 
     sp = sub.add_parser("tensorrt", help="build the FP16 TensorRT engine (GPU host)")
     sp.add_argument("--onnx", type=Path, required=True, help="unet.onnx")
-    sp.add_argument(
-        "-o",
-        "--output",
-        "--out",
-        dest="out",
-        type=Path,
-        required=True,
-        help="output directory for unet.plan",
-    )
+    add_output(sp, "output directory for unet.plan")
     sp.add_argument("--force", action="store_true", help="rebuild even if the cache key matches")
 
     sp = sub.add_parser("repository", help="write a Triton model repository")
     sp.add_argument("--onnx-dir", type=Path, required=True, help="directory with the .onnx files")
-    sp.add_argument(
-        "-o",
-        "--output",
-        "--out",
-        dest="out",
-        type=Path,
-        required=True,
-        help="repository directory to write",
-    )
+    add_output(sp, "repository directory to write")
     sp.add_argument("--layout", choices=("cpu", "gpu"), default="cpu")
     sp.add_argument("--engine", type=Path, help="TensorRT plan for the gpu layout")
 
     sp = sub.add_parser("all", help="onnx -> report -> repository [-> tensorrt]")
     add_checkpoint(sp)
-    sp.add_argument(
-        "-o",
-        "--output",
-        "--out",
-        dest="out",
-        type=Path,
-        required=True,
-        help="output directory (onnx/ and model_repository/)",
-    )
+    add_output(sp, "output directory (onnx/ and model_repository/)")
     sp.add_argument("--layout", choices=("cpu", "gpu"), default="cpu")
     sp.add_argument("--tensorrt", action="store_true", help="also build the engine (GPU host)")
     return p

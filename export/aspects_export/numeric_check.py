@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -27,6 +26,7 @@ import numpy as np
 from aspects_client import contract
 from aspects_client import server_reference as ref
 from aspects_client.errors import ExportError
+from aspects_synth.atlas import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -39,15 +39,6 @@ MAX_CONFIDENCE_ABS_DIFF = 1e-4
 MIN_LABEL_EQUALITY = 1.0  # pre/postprocess labels must equal the reference exactly
 
 Progress = Callable[[str], None]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def synthetic_slices(n: int = 4, hw: tuple[int, int] = contract.NETWORK_SIZE) -> np.ndarray:

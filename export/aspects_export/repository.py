@@ -24,7 +24,6 @@ shared-memory, trace and logging APIs behind a header only operators hold
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from aspects_client import contract
 from aspects_client.errors import ExportError
+from aspects_synth.atlas import sha256_file
 
 CONFIG_FILE = "config.pbtxt"
 CUSTOM_CONFIGS_DIR = "configs"
@@ -200,15 +200,6 @@ def onnx_metadata(path: Path) -> dict[str, str]:
     except Exception:  # provenance only: an unreadable file is reported by Triton itself
         return {}
     return {p.key: p.value for p in model.metadata_props}
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_id(unet_onnx: Path | None, engine: Path | None = None) -> str:
