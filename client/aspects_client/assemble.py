@@ -14,7 +14,7 @@ from .contours import SliceContours, extract_contours
 from .display_stack import PreparedVolume
 from .document import build_document
 from .hemisphere import estimate_plane, hemisphere_map
-from .labelmap import label_map_image
+from .labelmap import label_map_image, region_hemisphere_image
 from .overlay import render_overlay
 from .qc import quality_control
 from .volume_io import Volume
@@ -31,6 +31,7 @@ class Assembled:
     hemispheres: np.ndarray
     contours: list[SliceContours]
     overlay_png: bytes | None
+    region_image: nib.Nifti1Image | None = None  # 20 region x hemisphere labels, source grid
 
 
 def assemble(
@@ -81,6 +82,7 @@ def assemble(
     return Assembled(
         document=document,
         label_image=label_map_image(labels, geometry, volume.header),
+        region_image=region_hemisphere_image(labels, hemis, geometry, volume.header),
         hemispheres=hemis,
         contours=contours,
         overlay_png=png,

@@ -69,6 +69,9 @@ class SegmentationResult:
     provenance: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
     lesion_image: nib.Nifti1Image | None = None  # uint8, 1 = lesion, source grid (when scored)
+    # uint8, source grid: 1..10 = m1..ic patient right, 11..20 = m1..ic patient left (viewers,
+    # DICOM SEG; contract.region_hemisphere_label)
+    region_image: nib.Nifti1Image | None = None
 
     @property
     def score(self) -> dict[str, Any] | None:
@@ -283,6 +286,7 @@ class AspectsClient:
             provenance=provenance,
             timings_s=timings,
             lesion_image=scored.lesion_image if scored is not None else None,
+            region_image=result.region_image,
         )
 
     def _load(

@@ -54,6 +54,17 @@ HEMISPHERES: tuple[str, ...] = (HEMISPHERE_RIGHT, HEMISPHERE_LEFT)
 # Integer codes used in hemisphere maps (uint8 arrays): 0 = no label.
 HEMISPHERE_CODES: dict[str, int] = {HEMISPHERE_RIGHT: 1, HEMISPHERE_LEFT: 2}
 
+# Region x hemisphere labels (viewer label maps, DICOM SEG segments): 1..10 = m1..ic in the
+# patient's RIGHT hemisphere, 11..20 = m1..ic in the LEFT; 0 = background.
+REGION_HEMISPHERE_OFFSET: dict[str, int] = {HEMISPHERE_RIGHT: 0, HEMISPHERE_LEFT: len(REGIONS)}
+NUM_REGION_HEMISPHERE_LABELS = 2 * len(REGIONS)  # 20
+
+
+def region_hemisphere_label(region_index: int, hemisphere: str) -> int:
+    """The 20-label value of class ``region_index`` (1..10) in ``hemisphere`` ('r'/'l')."""
+    return REGION_HEMISPHERE_OFFSET[hemisphere] + region_index
+
+
 # --- canonical slice orientation (what the model sees) ---------------------------------
 
 CANONICAL_AXCODES: tuple[str, str, str] = ("R", "A", "S")  # nibabel RAS+, no resampling

@@ -40,6 +40,27 @@ def label_map_image(
     return img
 
 
+def region_hemisphere_image(
+    labels: np.ndarray,
+    hemispheres: np.ndarray,
+    geometry: Geometry,
+    source_header: nib.Nifti1Header | None = None,
+) -> nib.Nifti1Image:
+    """labels, hemispheres: uint8 [N, H, W] display stacks (class indices; hemisphere codes
+    ``contract.HEMISPHERE_CODES``) -> uint8 NIfTI in the source grid with the 20 region x
+    hemisphere labels (``contract.region_hemisphere_label``: 1..10 right, 11..20 left).
+    A labelled pixel without a hemisphere code keeps no label (never a guessed side)."""
+    left = hemispheres == contract.HEMISPHERE_CODES[contract.HEMISPHERE_LEFT]
+    right = hemispheres == contract.HEMISPHERE_CODES[contract.HEMISPHERE_RIGHT]
+    offset = contract.REGION_HEMISPHERE_OFFSET[contract.HEMISPHERE_LEFT]
+    values = np.where(left, labels.astype(np.int16) + offset, labels.astype(np.int16))
+    values = np.where((labels > 0) & (left | right), values, 0).astype(np.uint8)
+    img = label_map_image(values, geometry, source_header)
+    img.header["descrip"] = b"ASPECTS regions x hemisphere: 1-10 right, 11-20 left"
+    img.header["cal_min"], img.header["cal_max"] = 0, contract.NUM_REGION_HEMISPHERE_LABELS
+    return img
+
+
 def label_map_bytes(img: nib.Nifti1Image) -> bytes:
     """The gzip-compressed .nii.gz bytes of a label map (written in memory)."""
     import gzip
