@@ -1,8 +1,9 @@
-"""End-to-end benchmark (issue 5; method in benchmarks/README.md): whole volumes from S3 to
-contours JSON, ``AspectsClient`` against the local Triton + SeaweedFS (``LocalStack``,
-`untrained` effb3 unet: seeded, UNTRAINED weights, real compute) vs the seed's service
-(boto3 download, ``get_fdata``, per-slice PIL + torch, ``cv2.findContours``), interleaved
-rounds, other tenants accounted per measurement.
+"""End-to-end benchmark (issues 5, 15; method in benchmarks/README.md): whole volumes from S3
+to contours JSON, ``AspectsClient`` against the local Triton + SeaweedFS (``LocalStack``, the
+demo weights, the unet on the CPU runtime profile ``--cpu-runtime``, default the winner on this
+CPU) vs the seed's service (boto3 download, ``get_fdata``, per-slice PIL + torch at 512²,
+``cv2.findContours``; also at the contract's 256² input), interleaved rounds, other tenants
+accounted per measurement.
 
     flock /tmp/aspects-bench.lock .venv/bin/python benchmarks/end_to_end.py [--rounds 3]
         # -> benchmarks/results/end_to_end.{json,md,png}
@@ -28,32 +29,23 @@ import numpy as np
 from harness import md_table, share
 
 BUCKET = "aspects-bench"
+SIDES = ("ours", "baseline", "baseline_256")  # baseline_256: the seed's loop at 256² input
 STAGES = {"download": "S3 download", "decode_validate": "decode + validate",
           "prepare": "preparation", "inference": "inference (wait)",
           "contours_json": "contours + JSON"}
 
 
 # --------------------------------------------------------------------------- workload
-def upload_phantoms(s3: Any, seeds: list[int], work: Path) -> tuple[list[dict], dict[int, dict]]:
-    """Write each phantom as .nii.gz, upload it, delete the file.  Also returns each one's
-    true label map on ours' display grid and on the seed's rot90 grid."""
+def upload_phantoms(s3: Any, seeds: list[int], work: Path) -> list[dict]:
+    """Write each phantom as .nii.gz, upload it, delete the file."""
     import nibabel as nib
 
-    from aspects_client.display_stack import prepare
-    from aspects_client.geometry import to_display
-    from aspects_client.volume_io import load_volume
     from aspects_synth import make_phantom
 
     s3.create_bucket(Bucket=BUCKET)
-    out, truth = [], {}
+    out = []
     for seed in seeds:
         ph = make_phantom(seed=seed)
-        geometry = prepare(load_volume(ph.image, name=f"phantom {seed}")).geometry
-        classes = np.asarray(ph.classes, np.uint8)
-        rot = np.rot90(classes)
-        truth[seed] = {"display": np.ascontiguousarray(to_display(classes, geometry)),
-                       "seed_grid": [np.ascontiguousarray(rot[:, :, i])
-                                     for i in range(rot.shape[2])]}
         path, key = work / f"phantom_{seed}.nii.gz", f"dwi/phantom_{seed}.nii.gz"
         nib.save(ph.image, str(path))
         s3.upload_file(str(path), BUCKET, key)
@@ -61,7 +53,7 @@ def upload_phantoms(s3: Any, seeds: list[int], work: Path) -> tuple[list[dict], 
                     "bytes": path.stat().st_size, "shape": list(ph.image.shape),
                     "dtype": str(ph.image.get_data_dtype())})
         path.unlink()
-    return out, truth
+    return out
 
 
 def count_rings(doc: Any) -> int:
@@ -111,39 +103,12 @@ def seed_contours(labels: list[np.ndarray]) -> tuple[str, int]:
     return json.dumps(result), n_contours
 
 
-class TruthSegmenter:
-    """Stands in for Triton in the 'realistic labels' check: returns the phantom's true label
-    map (display grid), so the client's own contours + JSON code runs on a real-looking
-    segmentation.  Sequential use only."""
-
-    def __init__(self, info: Any) -> None:
-        self.info, self.labels = info, None
-
-    def infer(self, slices: np.ndarray, **_: Any) -> tuple[np.ndarray, np.ndarray]:
-        assert self.labels is not None and self.labels.shape == slices.shape
-        return self.labels, np.full((slices.shape[0], 11), 0.9, np.float32)
-
-    def close(self) -> None:
-        pass
-
-
-def truth_check(client: Any, seg: TruthSegmenter, vol: dict, truth: dict) -> dict[str, Any]:
-    """Contours + JSON of both sides on the phantom's TRUE label map (a realistic workload;
-    the untrained network labels almost nothing)."""
-    seg.labels = truth["display"]
-    r = ours_one(client, vol["url"])
-    t = time.perf_counter()
-    text, n = seed_contours(truth["seed_grid"])
-    return {"seed": vol["seed"], "labelled_voxels": int(np.count_nonzero(truth["display"])),
-            "ours_contours_json_s": r["stages_s"]["contours_json"],
-            "ours_contour_count": r["contour_count"], "ours_json_bytes": r["json_bytes"],
-            "baseline_contours_json_s": time.perf_counter() - t,
-            "baseline_contour_count": n, "baseline_json_bytes": len(text)}
-
-
-def seed_segment(s3: Any, model: Any, key: str) -> dict[str, Any]:
-    """The seed's service, reproduced: temp file, float64 fdata, per-slice torch loop."""
+def seed_segment(s3: Any, model: Any, key: str, size: int = 512) -> dict[str, Any]:
+    """The seed's service, reproduced: temp file, float64 fdata, per-slice torch loop on the
+    seed's 512² input (``size`` 256: resized to the contract's input, labels back to 512²)."""
     import torch
+
+    from aspects_client.server_reference import resize_labels
 
     st = dict.fromkeys(STAGES, 0.0)
     t_all = time.perf_counter()
@@ -163,9 +128,11 @@ def seed_segment(s3: Any, model: Any, key: str) -> dict[str, Any]:
         for i in range(vol.shape[2]):
             t = time.perf_counter()
             x = torch.from_numpy(harness.seed_input(vol[:, :, i]))[None]
+            if size != x.shape[-1]:
+                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
             st["prepare"] += time.perf_counter() - t
             t = time.perf_counter()
-            labels.append(harness.torch_labels(model, x)[0])
+            labels.append(resize_labels(harness.torch_labels(model, x), (512, 512))[0])
             st["inference"] += time.perf_counter() - t
         t = time.perf_counter()
         text, n_contours = seed_contours(labels)
@@ -212,8 +179,9 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     """Headline figures use the CLEAN measurements (other tenants < clean_threshold of the
     machine) when a level has at least two, else all of them; all-round medians are kept."""
     thr = raw["settings"]["clean_threshold"]
-    s: dict[str, Any] = {"ours": {}, "baseline": {}, "clean_threshold": thr}
-    for side in ("ours", "baseline"):
+    sides = [k for k in SIDES if raw["measurements"].get(k)]
+    s: dict[str, Any] = {**{k: {} for k in sides}, "clean_threshold": thr}
+    for side in sides:
         for c, items in sorted(raw["measurements"][side].items(), key=lambda kv: int(kv[0])):
             vpm = [it["volumes_per_min"] for it in items]
             clean = [it for it in items if share(it) < thr]
@@ -229,8 +197,8 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
             }
     ours, base = s["ours"], s["baseline"]
 
-    def ratio(co: str, cb: str) -> dict[str, Any]:
-        o, b = ours[co], base[cb]
+    def ratio(co: str, cb: str, side: str = "baseline") -> dict[str, Any]:
+        o, b = ours[co], s[side][cb]
         return {
             "ours_volumes_per_min": o["volumes_per_min_median"],
             "baseline_volumes_per_min": b["volumes_per_min_median"],
@@ -251,27 +219,8 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
                   "concurrency_1": ratio("1", "1"), "goal": 3.0}
     s["outside_inference"] = {"goal": 0.10, **{f"ours_c{c}": ours[c]["outside_inference_share"]
                                                for c in ours}}
-    # Realistic labels: contours + JSON on the phantoms' TRUE label maps (same run), and what
-    # that would make of the c=1 figures (the measured contours stage swapped for this one).
-    tc = raw["measurements"].get("truth_contours", [])
-    if tc:
-        def med(key: str) -> float:
-            return statistics.median(t[key] for t in tc)
-
-        oc, bc, o1, b1 = med("ours_contours_json_s"), med("baseline_contours_json_s"), \
-            ours["1"], base["1"]
-        o_e2e = o1["e2e_median_s"] - o1["stage_median_s"]["contours_json"] + oc
-        b_e2e = b1["e2e_median_s"] - b1["stage_median_s"]["contours_json"] + bc
-        o_out = o_e2e - o1["stage_median_s"]["inference"]
-        s["true_labels"] = {
-            "checks": len(tc), "labelled_voxels_median": med("labelled_voxels"),
-            "ours_contours_json_median_s": oc, "baseline_contours_json_median_s": bc,
-            "ours_contour_count_median": med("ours_contour_count"),
-            "baseline_contour_count_median": med("baseline_contour_count"),
-            "projected_c1": {"ours_e2e_s": o_e2e, "baseline_e2e_s": b_e2e,
-                             "ours_outside_inference_share": o_out / o_e2e,
-                             "ratio": b_e2e / o_e2e},
-        }
+    if "baseline_256" in s:  # the seed's loop at the contract's input: the runtime's share
+        s["ratio"]["baseline_256_c1"] = ratio("1", "1", "baseline_256")
     return s
 
 
@@ -319,13 +268,16 @@ def write_plot(raw: dict[str, Any], path: Path) -> None:
         ax.axhline(b["volumes_per_min_median"], color=("tab:red", "tab:orange")[i % 2], ls="--",
                    label=f"baseline (seed service), {c} concurrent: "
                    f"{b['volumes_per_min_median']:.2f} (median of clean rounds)")
+    for c, b in s.get("baseline_256", {}).items():
+        ax.axhline(b["volumes_per_min_median"], color="tab:green", ls="--", label="seed's loop at "
+                   f"256² input, {c} concurrent: {b['volumes_per_min_median']:.2f}")
     goal = 3 * max(b["volumes_per_min_median"] for b in s["baseline"].values())
     ax.axhline(goal, color="grey", ls=":", label=f"goal: 3× best baseline = {goal:.1f}")
     ax.set_xticks(cs)
     ax.set_xlabel("concurrent volumes (threads sharing one client)")
     ax.set_ylabel("volumes / minute (512×512×20 .nii.gz from S3)")
-    ax.set_title("End to end, effb3 Unet (untrained demo weights), CPU only\n"
-                 f"{m['cpu']}, {m['cores']} cores", fontsize=10)
+    ax.set_title(f"End to end, effb3 Unet (demo weights, unet on {raw['cpu_runtime']}), CPU only"
+                 f"\n{m['cpu']}, {m['cores']} cores", fontsize=10)
     ax.set_ylim(0, max(goal, max(med)) * 1.15)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center", bbox_to_anchor=(0.5, 0.62))
@@ -341,8 +293,9 @@ def by_level(side: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def render_markdown(raw: dict[str, Any]) -> list[str]:
     s, m, st, vols = raw["summary"], raw["machine"], raw["settings"], raw["volumes"]
     b, one = s["ratio"]["best"], s["ratio"]["concurrency_1"]
-    names = {"ours": "ours (AspectsClient → Triton)", "baseline": "baseline (seed)"}
-    levels = [(side, c, e) for side in ("ours", "baseline") for c, e in by_level(s[side])]
+    names = {"ours": "ours (AspectsClient → Triton)", "baseline": "baseline (seed, 512²)",
+             "baseline_256": "seed's loop at 256² input"}
+    levels = [(side, c, e) for side in SIDES if side in s for c, e in by_level(s[side])]
 
     def paired(rows: list[dict[str, Any]]) -> str:
         return ", ".join(f"{r['ratio']:.2f}{'*' if r['both_clean'] else ''}" for r in rows)
@@ -367,10 +320,13 @@ def render_markdown(raw: dict[str, Any]) -> list[str]:
         cpu.append([side, c, *(f"{v[k]:.2f}" for k in ("client", "triton", "seaweedfs")),
                     f"{100 * v['client'] / (sum(v.values()) or 1.0):.0f} %"])
     L = [
-        *harness.md_header("End-to-end benchmark (issue 5)", "end_to_end.py", m,
-                           "End to end (issue 5)"),
-        "**Checkpoint: `untrained` — seeded, UNTRAINED weights** (real effb3 Unet compute; "
-        "the labels, and so the contour workload, are an untrained network's).", "",
+        *harness.md_header("End-to-end benchmark (issues 5, 15)", "end_to_end.py", m,
+                           "End to end (issues 5, 15)"),
+        f"**Checkpoint: {raw['checkpoint']}.** Ours: the unet on the CPU runtime profile "
+        f"**`{raw['cpu_runtime']}`** (`aspects-export repository --cpu-runtime`; gate: "
+        f"{raw['numeric_gate']}); preprocess/postprocess on onnxruntime FP32. Baseline: the "
+        "seed's service with the same weights at the seed's 512² input; `baseline_256` is the "
+        "same loop at the contract's 256² input (what the 256² choice alone gives).", "",
         f"Volumes: {len(vols)} phantoms (seeds {', '.join(str(v['seed']) for v in vols)}), "
         f"512×512×20 float32 `.nii.gz` ({statistics.median(v['bytes'] for v in vols) / 1e6:.1f}"
         f" MB each) in SeaweedFS; a measurement segments k × c volumes on c threads (ours k = "
@@ -390,6 +346,8 @@ def render_markdown(raw: dict[str, Any]) -> list[str]:
         f"- **Ratio at concurrency 1**: **{one['ratio']:.2f}×** "
         f"{mark(one['ratio'] >= s['ratio']['goal'])}; all-round medians "
         f"{one['ratio_all_rounds']:.2f}×; paired per round: {paired(one['paired_per_round'])}.",
+        *([f"- Ratio at concurrency 1 vs the seed's loop at 256²: "
+           f"**{s['ratio']['baseline_256_c1']['ratio']:.2f}×**."] if "baseline_256" in s else []),
         "", "![throughput vs concurrent volumes](end_to_end.png)", "",
         "## Where the time goes", "",
         "Per-stage medians (s per volume) and shares of end-to-end time (summed over the "
@@ -401,29 +359,6 @@ def render_markdown(raw: dict[str, Any]) -> list[str]:
         *md_table(["side", "c", "client", "triton", "seaweedfs", "client share of our CPU"], cpu),
         "",
     ]
-    tl = s.get("true_labels")
-    if tl:
-        pr = tl["projected_c1"]
-        L += [
-            "### With a realistic label map", "",
-            "The untrained network labels (almost) nothing, so each round also timed contours + "
-            f"JSON of both sides on a phantom's TRUE label map ({tl['labelled_voxels_median']:,.0f}"
-            " labelled voxels; ours: `segment()` with Triton swapped for the truth):", "",
-            *md_table(["", "ours", "baseline"], [
-                [f"contours + JSON, true labels (median of {tl['checks']})",
-                 f"{tl['ours_contours_json_median_s']:.2f} s",
-                 f"{tl['baseline_contours_json_median_s']:.2f} s"],
-                ["contours found", f"{tl['ours_contour_count_median']:.0f}",
-                 f"{tl['baseline_contour_count_median']:.0f}"],
-                ["c=1 end-to-end, projected with true labels", f"{pr['ours_e2e_s']:.2f} s",
-                 f"{pr['baseline_e2e_s']:.2f} s"],
-                ["c=1 outside inference, projected",
-                 f"**{100 * pr['ours_outside_inference_share']:.1f} %** "
-                 f"{mark(pr['ours_outside_inference_share'] <= 0.10)}", ""],
-                ["c=1 ratio, projected", f"**{pr['ratio']:.2f}×**", ""]]), "",
-            "(Projection: the c=1 medians with the contours stage swapped for the true-label "
-            "one.)", "",
-        ]
     return [*L, "## Notes", "", *(f"- {n}" for n in raw.get("notes", [])),
             "- GPU figures are **not measured** here (no GPU on this machine)."]
 
@@ -457,40 +392,45 @@ def measure(args: Any) -> dict[str, Any]:
     from aspects_devkit.stack import LocalStack
 
     from aspects_client.client import AspectsClient
-    from aspects_export.checkpoints import UNTRAINED_CHECKPOINT_NOTE, load_model
+    from aspects_export.checkpoints import load_model
+    from aspects_export.pipeline import export_onnx
+    from aspects_export.repository import parse_config, resolve_cpu_runtime, write_repository
 
     levels = [int(x) for x in args.levels.split(",")]
     base_levels = [int(x) for x in args.baseline_levels.split(",")]
     began = time.perf_counter()
     raw: dict[str, Any] = {
         "machine": machine_info(),
-        "checkpoint": f"untrained: {UNTRAINED_CHECKPOINT_NOTE}",
+        "checkpoint": "demo",
         "settings": {"rounds": args.rounds, "levels": levels, "baseline_levels": base_levels,
                      "ours_k": args.ours_k, "baseline_k": args.baseline_k,
                      "baseline_k1": args.baseline_k1, "quiet_threshold": args.quiet_threshold,
                      "clean_threshold": args.clean_threshold,
                      "client": "AspectsClient(overlay=False), one client shared by all threads"},
         "measurements": {"ours": {str(c): [] for c in levels},
-                         "baseline": {str(c): [] for c in base_levels}, "truth_contours": []},
+                         "baseline": {str(c): [] for c in base_levels}, "baseline_256": {}},
     }
-    harness.log(f"WARNING: {UNTRAINED_CHECKPOINT_NOTE}")
     work = Path(tempfile.mkdtemp(prefix="aspects-e2e-"))
     try:
-        _, repo, setup_s = harness.export_repository(work)
-        model = load_model("untrained")[0]  # the same weights, eval mode
+        t = time.perf_counter()
+        export_onnx("demo", work / "onnx", check_slices=0)
+        runtime = resolve_cpu_runtime(args.cpu_runtime)
+        repo = write_repository(work / "onnx", work / "model_repository", "cpu",
+                                cpu_runtime=runtime, progress=harness.log)
+        unet = parse_config(repo / "unet" / "config.pbtxt").parameters
+        raw["cpu_runtime"], raw["numeric_gate"] = runtime.name, unet["numeric_gate"].string_value
+        setup_s = {"export_and_gate_s": time.perf_counter() - t}
+        model = load_model("demo")[0]  # the same weights, eval mode
         with LocalStack(work, repository=repo, s3=True) as stack:
             s3srv = stack.s3
             boto = boto3.client("s3", endpoint_url=s3srv.endpoint_url, **s3srv.credentials,
                                 config=botocore.config.Config(s3={"addressing_style": "path"}))
             t = time.perf_counter()
             seeds = list(range(args.first_seed, args.first_seed + args.volumes))
-            vols, truth = upload_phantoms(boto, seeds, work)
+            vols = upload_phantoms(boto, seeds, work)
             raw["volumes"] = vols
             raw["setup_s"] = {**setup_s, "phantoms_upload_s": time.perf_counter() - t}
             client = AspectsClient(stack.grpc_url, s3=stack.s3_settings(), overlay=False)
-            truth_client = AspectsClient(stack.grpc_url, s3=stack.s3_settings(), overlay=False)
-            truth_client._segmenter.close()
-            truth_seg = truth_client._segmenter = TruthSegmenter(client.model_info)
             meter = harness.CpuMeter(triton=stack.triton.pid, seaweedfs=s3srv.pid)
             cycle = itertools.cycle(vols)  # measurements take the next k × c volumes
             harness.log("warm-up: one volume through ours, two slices through the torch model")
@@ -505,20 +445,18 @@ def measure(args: Any) -> dict[str, Any]:
                 if side == "ours":
                     return lambda: run_item(lambda u: ours_one(client, u),
                                             [next(cycle)["url"] for _ in range(args.ours_k * c)], c)
-                k = args.baseline_k1 if c == 1 else args.baseline_k
-                return lambda: run_item(lambda key: seed_segment(boto, model, key),
+                k, size = args.baseline_k1 if c == 1 else args.baseline_k, 512
+                if side == "baseline_256":
+                    k, size = args.baseline_k1, 256
+                return lambda: run_item(lambda key: seed_segment(boto, model, key, size),
                                         [next(cycle)["key"] for _ in range(k * c)], c)
 
-            def truth_round(rnd: int) -> None:
-                v = vols[rnd % len(vols)]
-                tc = truth_check(truth_client, truth_seg, v, truth[v["seed"]])
-                raw["measurements"]["truth_contours"].append({**tc, "round": rnd})
-
             jobs = {f"{side} c={c}": item(side, c) for side, levels_ in (
-                ("ours", levels), ("baseline", base_levels)) for c in levels_}
+                ("ours", levels), ("baseline", base_levels), ("baseline_256", [1]))
+                for c in levels_}
             done = harness.run_rounds(
                 jobs, args.rounds, meter, quiet=args.quiet_threshold, max_wait_s=args.quiet_wait,
-                after_round=truth_round, budget_s=args.budget_s - (time.perf_counter() - began),
+                budget_s=args.budget_s - (time.perf_counter() - began),
                 min_rounds=args.min_rounds, say=lambda r: f"{r['volumes_per_min']:.2f} vol/min")
             for name, results in done.items():
                 side, c = name.split(" c=")
@@ -537,10 +475,12 @@ def measure(args: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = harness.cli(__doc__, harness.RESULTS / "end_to_end.json")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--cpu-runtime", default="auto", help="the unet's CPU runtime profile "
+                   "(aspects-export repository --cpu-runtime; default: the winner on this CPU)")
     p.add_argument("--levels", default="1,2,4", help="ours: concurrent volumes")
     p.add_argument("--baseline-levels", default="1,2")
-    p.add_argument("--ours-k", type=int, default=1, help="volumes per thread per measurement")
+    p.add_argument("--ours-k", type=int, default=2, help="volumes per thread per measurement")
     p.add_argument("--baseline-k", type=int, default=1)
     p.add_argument("--baseline-k1", type=int, default=1, help="baseline k at c=1")
     p.add_argument("--volumes", type=int, default=4, help="distinct phantoms")

@@ -168,9 +168,23 @@ def input_size(results: Path) -> list[str]:
                        "UNet forward vs 512²", "training step vs 512²"], rows, "lrlrr")]
 
 
+def cpu_runtime(results: Path) -> list[str]:
+    r = _load(results, "cpu_runtime")
+    bs, gate = [str(b) for b in r["batches"]], r["gate"]
+    rows = [[f"`{n}`", *(f"{v[b]['slices_per_s']:.1f} ({v[b]['ratio_paired']:.2f}×)" for b in bs),
+             f"{100 * gate[n]['label_disagreement']:.3f} %" if n in gate else "(reference)"]
+            for n, v in r["summary"].items()]
+    measured = [x for rs in r["rounds"].values() for x in rs]
+    return [f"Latest figures (`results/cpu_runtime.md`, {_machine(r['machine'])}, bf16: "
+            f"{r['bf16_cpu']}; {len(measured) // len(r['rounds'])} interleaved rounds, "
+            f"{_tenants(measured)}; slices/s, paired ratio vs ONNX Runtime FP32):", "",
+            *md_table(["unet runtime", *(f"batch {b}" for b in bs), "labels ≠ ORT FP32"], rows,
+                      "l" + "r" * (len(bs) + 1))]
+
+
 TABLES: dict[str, Callable[[Path], list[str]]] = {
     f.__name__: f for f in (client_prep, triton_cpu, perf_analyzer, end_to_end, accuracy,
-                            input_size)}
+                            input_size, cpu_runtime)}
 
 
 def render(text: str, results: Path = harness.RESULTS) -> str:

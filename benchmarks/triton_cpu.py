@@ -26,20 +26,6 @@ from harness import md_table, share
 STAGES = ("preprocess", "unet", "postprocess")
 SERVER_MS = ("queue_ms_per_slice", "compute_input_ms_per_slice", "compute_infer_ms_per_slice",
              "compute_output_ms_per_slice")
-GPU_COMMANDS = [
-    "# on the GPU host, inside nvcr.io/nvidia/tritonserver:24.10-py3 (or tensorrt:24.10-py3) "
-    "with this project installed:",
-    "aspects-export onnx --checkpoint CKPT --out build/onnx",
-    "aspects-export tensorrt --onnx build/onnx/unet.onnx --out build/onnx",
-    "aspects-export repository --onnx-dir build/onnx --out build/model_repository "
-    "--layout gpu --engine build/onnx/unet.plan",
-    "#   (or in one go: aspects-export all --checkpoint CKPT --out build --layout gpu --tensorrt)",
-    "docker run --gpus all --rm --shm-size=1g -p8000:8000 -p8001:8001 -p8002:8002 "
-    "-v $PWD/build/model_repository:/models nvcr.io/nvidia/tritonserver:24.10-py3 "
-    "tritonserver --model-repository=/models",
-    "perf_analyzer -m aspects -i grpc -u localhost:8001 -b 4 --shape SLICES:3,512,512 "
-    "--concurrency-range 1:4 --measurement-interval 20000   # slices/s = infer/s x 4",
-]
 
 
 # --------------------------------------------------------------------------- in-process side
@@ -318,7 +304,6 @@ def render_markdown(res: dict[str, Any]) -> list[str]:
     torch_rounds = ", ".join(
         f"torch {r['torch_slices_per_s']:.3f} / ORT {r['ort_b1_slices_per_s']:.3f} "
         f"({100 * share(r):.0f}% other tenants)" for r in rounds["torch_vs_ort"])
-    gpu = "not measured (no GPU here)"
     lines = [
         *harness.md_header("Triton CPU runtime benchmark (issue 4)", "triton_cpu.py", m,
                            "Triton CPU runtime (issue 4)"),
@@ -373,12 +358,8 @@ def render_markdown(res: dict[str, Any]) -> list[str]:
         "## ONNX files", "",
         *md_table(["file", "bytes", "MiB"], [[n, b, f"{b / 2**20:.2f}"]
                                              for n, b in res["onnx_bytes"].items()]), "",
-        "## GPU (TensorRT FP16)", "",
-        *md_table(["runtime", "concurrency", "slices/s"], [
-            *(["Triton `aspects`, unet TensorRT FP16, pre/post ORT on GPU", c, gpu]
-              for c in res["levels"]),
-            ["TensorRT FP16 vs ORT label agreement", "", gpu]]), "",
-        "Commands for a GPU host:", "", "```bash", *GPU_COMMANDS, "```",
+        "## GPU (TensorRT FP16)", "", "Not measured here (no GPU): `benchmarks/gpu_check.py` "
+        "measures it on a GPU host (`results/gpu_check.md`).",
     ]
     return lines + (["", "## Analysis", "", res["analysis"]] if res.get("analysis") else [])
 
@@ -447,7 +428,8 @@ def measure(args: Any, levels: list[int]) -> dict[str, Any]:
                    "[20,3,512,512], requests cycle through them"},
         "export_times_s": export_times, "onnx_bytes": onnx_bytes, "thread_settings": settings,
         "server_memory": memory, "server_log_tail": log_tail,
-        "gpu_tensorrt_fp16": {"status": "not measured (no GPU here)", "commands": GPU_COMMANDS},
+        "gpu_tensorrt_fp16": "not measured here (no GPU): `benchmarks/gpu_check.py` measures it "
+        "on a GPU host (results/gpu_check.md)",
         "levels": levels, "rounds": rounds,
     }
     result["summary"] = summarise(result)

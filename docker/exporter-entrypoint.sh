@@ -8,15 +8,22 @@
 #   ASPECTS_DEMO_WEIGHTS the "demo" weights file (default: the one in the image)
 #   ASPECTS_ONNX_DIR     where the three ONNX graphs are kept (default /build/onnx); exported
 #                        from the checkpoint when missing or when the checkpoint changed
-#   ASPECTS_ENGINE_DIR   where unet.plan and its cache key unet.plan.json live (default /build)
+#   ASPECTS_ENGINE_DIR   where unet.plan and its cache key unet.plan.json live (default
+#                        /build/engines/default; the Job: one directory per GPU type)
 #   ASPECTS_BUILD_ENGINE 1 (default): TensorRT engine; 0: onnxruntime fallback only
 #   ASPECTS_REPOSITORY   output model repository (default /models)
-#   ASPECTS_UPLOAD_S3    optional s3://bucket/prefix to upload the repository to (the Job)
+#   ASPECTS_PUBLISH_STORE optional release store (s3://bucket/prefix, or a directory): the
+#                        repository is published there as a NEW immutable release (the Job;
+#                        compose: /releases); its id is printed last
+#   ASPECTS_RELEASE_ID_FILE optional file that receives the release id (the Job: its
+#                        termination message, /dev/termination-log)
+#   TRITON_RELEASE       the NGC release that will serve it (default 24.10): a TensorRT
+#                        engine built by another TensorRT is refused before publishing
 set -eu
 
 CKPT="${ASPECTS_CHECKPOINT:-demo}"
 ONNX_DIR="${ASPECTS_ONNX_DIR:-/build/onnx}"
-ENGINE_DIR="${ASPECTS_ENGINE_DIR:-/build}"
+ENGINE_DIR="${ASPECTS_ENGINE_DIR:-/build/engines/default}"
 REPO="${ASPECTS_REPOSITORY:-/models}"
 say() { echo "aspects-exporter: $*" >&2; }
 
@@ -52,8 +59,17 @@ else
   aspects-export repository --onnx-dir "$ONNX_DIR" -o "$REPO" --layout gpu
 fi
 
-if [ -n "${ASPECTS_UPLOAD_S3:-}" ]; then
-  say "uploading $REPO to $ASPECTS_UPLOAD_S3"
-  python3 /opt/aspects/docker/upload_repository.py "$REPO" "$ASPECTS_UPLOAD_S3"
+if [ -n "${ASPECTS_PUBLISH_STORE:-}" ]; then
+  say "publishing $REPO as a new release in $ASPECTS_PUBLISH_STORE"
+  id_file="${TMPDIR:-/tmp}/aspects-release-id"
+  aspects-export release publish --repository "$REPO" --store "$ASPECTS_PUBLISH_STORE" \
+    --triton-release "${TRITON_RELEASE:-24.10}" > "$id_file"
+  release_id="$(cat "$id_file")"
+  if [ -n "${ASPECTS_RELEASE_ID_FILE:-}" ]; then
+    printf '%s\n' "$release_id" > "$ASPECTS_RELEASE_ID_FILE"
+  fi
+  say "model repository ready in $REPO; published as release:"
+  printf '%s\n' "$release_id"
+else
+  say "model repository ready in $REPO"
 fi
-say "model repository ready in $REPO"

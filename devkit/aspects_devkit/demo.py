@@ -78,7 +78,9 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
     onnx_dir, report = export_onnx_dir(out / "onnx", checkpoint=checkpoint, check_slices=1)
     note = report["checkpoint"]
     print(f"[demo] checkpoint: {note}", file=sys.stderr)
-    repo = cpu_repository(onnx_dir, out / "model_repository")
+    # the CPU profile a CPU host would run (docs/cpu-serving.md): OpenVINO bf16 where the CPU
+    # has bf16 (after its precision gate against FP32), else onnxruntime FP32
+    repo = cpu_repository(onnx_dir, out / "model_repository", cpu_runtime="auto")
     stage(f"export checkpoint '{checkpoint}' -> ONNX -> CPU model repository", t)
 
     t = time.perf_counter()

@@ -34,11 +34,13 @@ def export_onnx_dir(
     return out, report
 
 
-def cpu_repository(onnx_dir: Path, out: Path) -> Path:
-    """A CPU model repository (Python backend + onnxruntime) generated from ``onnx_dir``."""
+def cpu_repository(onnx_dir: Path, out: Path, cpu_runtime: str | None = None) -> Path:
+    """A CPU model repository (Python backend) generated from ``onnx_dir``; ``cpu_runtime``:
+    the unet's runtime profile (None: onnxruntime FP32, exact; "auto": the measured winner
+    on this CPU, gated against FP32; docs/cpu-serving.md)."""
     from aspects_export.repository import write_repository
 
-    return write_repository(onnx_dir, out, "cpu")
+    return write_repository(onnx_dir, out, "cpu", cpu_runtime=cpu_runtime)
 
 
 def s3_settings(s3: LocalS3) -> S3Settings:
@@ -64,6 +66,7 @@ class LocalStack:
         check_slices: int = 0,
         s3: bool = False,
         repository: Path | None = None,
+        cpu_runtime: str | None = None,
         **triton_options: Any,
     ) -> None:
         self.workdir = Path(workdir)
@@ -72,6 +75,7 @@ class LocalStack:
         self.check_slices = check_slices
         self.with_s3 = s3
         self.repository = repository
+        self.cpu_runtime = cpu_runtime
         self.triton_options = triton_options
         self.report: dict = {}
         self.triton: LocalTriton | None = None
@@ -85,7 +89,9 @@ class LocalStack:
                 oracle=self.oracle,
                 check_slices=self.check_slices,
             )
-            self.repository = cpu_repository(onnx_dir, self.workdir / "model_repository")
+            self.repository = cpu_repository(
+                onnx_dir, self.workdir / "model_repository", self.cpu_runtime
+            )
         options = {"log_path": self.workdir / "tritonserver.log", **self.triton_options}
         try:
             self.triton = LocalTriton(self.repository, **options).start()

@@ -5,7 +5,11 @@ Subcommands::
     aspects-export onnx [--checkpoint demo|untrained|PATH] -o DIR [--oracle]
     aspects-export tensorrt --onnx DIR/unet.onnx -o DIR [--force]          (GPU host)
     aspects-export repository --onnx-dir DIR -o REPO [--layout cpu|gpu] [--engine PLAN]
+        [--cpu-runtime auto|onnxruntime|openvino-f32|openvino-bf16]
     aspects-export all [--checkpoint demo|untrained|PATH] -o DIR [--layout cpu|gpu] [--tensorrt]
+    aspects-export release publish --repository REPO --store s3://bucket/prefix|DIR [--id ID]
+    aspects-export release list --store URL
+    aspects-export release fetch --store URL --id ID -o DIR [--gpu auto|none|NAME]
 
 Progress goes to stderr; errors are one line on stderr with exit status 1 (2 for bad usage).
 """
@@ -26,6 +30,18 @@ from .pipeline import DEFAULT_CHECK_SLICES, build_tensorrt, export_onnx, say, wr
 def add_output(sp: argparse.ArgumentParser, help: str) -> None:
     """The one output option of every subcommand: -o/--output (--out still accepted)."""
     sp.add_argument("-o", "--output", "--out", dest="out", type=Path, required=True, help=help)
+
+
+def add_cpu_runtime(sp: argparse.ArgumentParser) -> None:
+    """``--cpu-runtime``: the unet's runtime in the cpu layout (docs/cpu-serving.md)."""
+    sp.add_argument(
+        "--cpu-runtime",
+        choices=("auto", "onnxruntime", "openvino-f32", "openvino-bf16"),  # repository.py's
+        default="auto",
+        help="cpu layout: the unet's runtime; auto = the measured winner on this CPU "
+        "(openvino-bf16 where the CPU has bf16, else onnxruntime); non-FP32 profiles must "
+        "pass the precision gate (default: %(default)s)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,13 +84,77 @@ def _parser() -> argparse.ArgumentParser:
     add_output(sp, "repository directory to write")
     sp.add_argument("--layout", choices=("cpu", "gpu"), default="cpu")
     sp.add_argument("--engine", type=Path, help="TensorRT plan for the gpu layout")
+    add_cpu_runtime(sp)
 
     sp = sub.add_parser("all", help="onnx -> report -> repository [-> tensorrt]")
     add_checkpoint(sp)
     add_output(sp, "output directory (onnx/ and model_repository/)")
     sp.add_argument("--layout", choices=("cpu", "gpu"), default="cpu")
     sp.add_argument("--tensorrt", action="store_true", help="also build the engine (GPU host)")
+    add_cpu_runtime(sp)
+    _add_release_parser(sub)
     return p
+
+
+def _add_release_parser(sub: argparse._SubParsersAction) -> None:
+    """``release publish|list|fetch``: immutable repository releases (aspects_export.releases)."""
+    rp = sub.add_parser("release", help="publish, list or fetch immutable repository releases")
+    rsub = rp.add_subparsers(dest="release_command", required=True)
+    store_help = "s3://bucket/prefix (boto3's standard endpoint/credential chain) or a directory"
+    sp = rsub.add_parser("publish", help="upload a model repository as a NEW release")
+    sp.add_argument("--repository", type=Path, required=True, help="model repository directory")
+    sp.add_argument("--store", required=True, help=store_help)
+    sp.add_argument("--id", dest="release_id", help="release id (default: UTC time + unet hash)")
+    sp.add_argument("--triton-release", default="24.10", help="NGC release that will serve it")
+    sp = rsub.add_parser("list", help="list the releases in a store, oldest first")
+    sp.add_argument("--store", required=True, help=store_help)
+    sp = rsub.add_parser("fetch", help="download and verify one release (before Triton starts)")
+    sp.add_argument("--store", required=True, help=store_help)
+    sp.add_argument("--id", dest="release_id", required=True, help="the release to serve")
+    add_output(sp, "directory to create (absent or empty); Triton's --model-repository")
+    sp.add_argument("--triton-release", default="24.10", help="NGC release of the serving Triton")
+    sp.add_argument(
+        "--gpu",
+        default="auto",
+        help="GPU the engine must have been built on: 'auto' (this node's, through NVML; "
+        "required when the release has an engine), a name, or 'none' (skip: CPU fetch only)",
+    )
+
+
+def _release(args: argparse.Namespace) -> None:
+    from . import releases
+
+    store = releases.open_store(args.store)
+    if args.release_command == "publish":
+        manifest = releases.publish(
+            args.repository, store, release_id=args.release_id, triton_release=args.triton_release
+        )
+        say(f"published release {manifest['release']} ({len(manifest['files'])} files) "
+            f"to {store.url}; serve it by setting MODEL_RELEASE={manifest['release']}")
+        print(manifest["release"])
+    elif args.release_command == "list":
+        for r in releases.list_releases(store):
+            state = "complete" if r.complete else "INCOMPLETE (do not serve)"
+            row = (r.release_id, state, r.created_utc, r.engine_gpu or "-", r.checkpoint)
+            print("\t".join(row))
+    else:
+        gpu: str | None = args.gpu
+        if gpu == "none":
+            gpu = None
+        elif gpu == "auto":
+            from .tensorrt_build import nvml_gpu_name
+
+            gpu = nvml_gpu_name()
+            has_engine = releases.read_manifest(store, args.release_id).get("engine_key")
+            if gpu is None and has_engine:
+                raise releases.ReleaseError(
+                    f"release {args.release_id} has a TensorRT engine, but this node's GPU "
+                    "cannot be read through NVML; run on the GPU node (or --gpu NAME)"
+                )
+        manifest = releases.fetch(
+            store, args.release_id, args.out, triton_release=args.triton_release, gpu_name=gpu
+        )
+        say(f"release {args.release_id} verified ({len(manifest['files'])} files) in {args.out}")
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -90,7 +170,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     elif args.command == "tensorrt":
         build_tensorrt(args.onnx, args.out, force=args.force)
     elif args.command == "repository":
-        write_repo(args.onnx_dir, args.out, args.layout, args.engine)
+        write_repo(args.onnx_dir, args.out, args.layout, args.engine, args.cpu_runtime)
+    elif args.command == "release":
+        _release(args)
+        return 0
     elif args.command == "all":
         if args.tensorrt and args.layout != "gpu":
             parser.error("--tensorrt needs --layout gpu")
@@ -99,7 +182,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         engine = None
         if args.tensorrt:
             engine = build_tensorrt(onnx_dir / f"{contract.UNET_MODEL}.onnx", onnx_dir)
-        write_repo(onnx_dir, args.out / "model_repository", args.layout, engine)
+        write_repo(onnx_dir, args.out / "model_repository", args.layout, engine, args.cpu_runtime)
     say("done")
     return 0
 

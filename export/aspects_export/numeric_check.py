@@ -290,3 +290,136 @@ def _as_network_size(slices: np.ndarray) -> np.ndarray:
     if slices.shape[1:] == (h, w):
         return slices
     return np.stack([cv2.resize(s, (w, h), interpolation=cv2.INTER_LINEAR) for s in slices])
+
+
+# --- the precision gate of a CPU runtime profile (docs/cpu-serving.md) ---------------------
+
+MAX_LABEL_DISAGREEMENT = 0.001  # ≤ 0.1 % of the pixels may get another label than ORT FP32
+MAX_DICE_CHANGE = 0.005  # held-out mean region Dice vs the truth, |candidate − ORT FP32|
+GATE_VOLUMES = 2  # held-out b1000 phantoms (recipes.BENCHMARK_SEED_START upwards)
+GATE_BATCH = 4
+
+
+def gate_cases(volumes: int = GATE_VOLUMES) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Held-out b1000 phantoms (``draw_recipe(BENCHMARK_SEED_START + i).render()``), prepared
+    the client's way: per volume (uint8 display slices ``[N, H, W]``, true classes uint8
+    ``[N, H, W]`` on the same grid, seed).  Needs the atlas cache (ExportError if absent)."""
+    from aspects_client.display_stack import prepare
+    from aspects_client.geometry import to_display
+    from aspects_client.volume_io import load_volume
+    from aspects_synth import verify_cache
+    from aspects_synth.recipes import BENCHMARK_SEED_START, draw_recipe
+
+    if not verify_cache():
+        raise ExportError(
+            "the precision gate needs the atlas phantoms, but the atlas is not cached; run "
+            "`aspects-dev demo` once (it downloads it), or pick an FP32 CPU runtime "
+            "(--cpu-runtime openvino-f32 or onnxruntime), which needs no gate"
+        )
+    cases = []
+    for seed in range(BENCHMARK_SEED_START, BENCHMARK_SEED_START + volumes):
+        phantom = draw_recipe(seed).render()
+        prepared = prepare(load_volume(phantom.image, name=f"gate phantom {seed}"))
+        truth = np.ascontiguousarray(to_display(phantom.classes, prepared.geometry))
+        cases.append((prepared.slices, truth.astype(np.uint8), seed))
+    return cases
+
+
+def _runtime_params(runtime: str, precision: str) -> dict[str, str]:
+    return {"runtime": runtime, "precision": precision, "intra_op_thread_count": "0"}
+
+
+def precision_gate(
+    unet_onnx: str | Path,
+    runtime: str,
+    precision: str,
+    *,
+    volumes: int = GATE_VOLUMES,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The numeric gate of a CPU runtime profile: ``runtime``/``precision`` vs ONNX Runtime
+    FP32 on the same ``unet_onnx``, through the contract's postprocessing, on ``volumes``
+    held-out phantoms.  Passes when at most ``MAX_LABEL_DISAGREEMENT`` of the pixels get
+    another label and the mean region Dice vs the phantoms' truth moves by at most
+    ``MAX_DICE_CHANGE``.  Both sides are the sessions the CPU runtime's ``model.py`` builds
+    (``triton_python_model.build_session``).  Returns the report (``passed``, figures)."""
+    from aspects_export.dice import class_counts, mean_region_dice
+    from aspects_export.triton_python_model import build_session
+
+    say = progress or (lambda _msg: None)
+    path = Path(unet_onnx)
+    if not path.is_file():
+        raise ExportError(f"{path} does not exist; export the ONNX graphs first")
+    say(f"precision gate: {runtime} {precision} vs onnxruntime f32 on {volumes} held-out phantoms")
+    t0 = time.perf_counter()
+    try:
+        sessions = {
+            "reference": build_session(str(path), _runtime_params("onnxruntime", "f32")),
+            "candidate": build_session(str(path), _runtime_params(runtime, precision)),
+        }
+    except Exception as exc:  # onnxruntime/openvino raise their own types for a bad graph
+        raise ExportError(f"cannot run {path.name} with {runtime} {precision}: {exc}") from exc
+    cases = gate_cases(volumes)
+    names = [contract.TENSOR_LOGITS]
+    counts = {k: np.zeros((3, contract.NUM_CLASSES), np.int64) for k in sessions}
+    differing = foreground = pixels = 0
+    seconds = dict.fromkeys(sessions, 0.0)
+    for slices, truth, _seed in cases:
+        image = ref.network_input(ref.context_stacks(slices))
+        labels = {}
+        for key, session in sessions.items():
+            t = time.perf_counter()
+            logits = np.concatenate(
+                [
+                    session.run(names, {contract.TENSOR_IMAGE: image[i : i + GATE_BATCH]})[0]
+                    for i in range(0, len(image), GATE_BATCH)
+                ]
+            )
+            seconds[key] += time.perf_counter() - t
+            labels[key], _ = ref.postprocess(logits, slices.shape[1:])
+            counts[key] += class_counts(labels[key], truth)
+        a, b = labels["reference"], labels["candidate"]
+        differing += int(np.count_nonzero(a != b))
+        foreground += int(np.count_nonzero((a > 0) | (b > 0)))
+        pixels += a.size
+    dice = {k: mean_region_dice(c) for k, c in counts.items()}
+    disagreement = differing / max(pixels, 1)
+    dice_change = abs(dice["candidate"] - dice["reference"])
+    passed = disagreement <= MAX_LABEL_DISAGREEMENT and dice_change <= MAX_DICE_CHANGE
+    report = {
+        "runtime": runtime,
+        "precision": precision,
+        "candidate": sessions["candidate"].description,
+        "reference": sessions["reference"].description,
+        "unet_onnx_sha256": sha256_file(path),
+        "phantoms": {
+            "seeds": [seed for _s, _t, seed in cases],
+            "slices": int(sum(len(s) for s, _t, _seed in cases)),
+            "source": "held-out b1000 phantoms: recipes.draw_recipe(seed).render(), "
+            "load_volume + prepare as the client does",
+        },
+        "label_disagreement": disagreement,
+        "label_disagreement_of_foreground": differing / max(foreground, 1),
+        "mean_region_dice": {"reference": dice["reference"], "candidate": dice["candidate"]},
+        "dice_change": dice_change,
+        "limits": {"label_disagreement": MAX_LABEL_DISAGREEMENT, "dice_change": MAX_DICE_CHANGE},
+        "unet_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "seconds": round(time.perf_counter() - t0, 2),
+        "passed": passed,
+    }
+    say(f"precision gate: {gate_summary(report)}")
+    return report
+
+
+def gate_summary(report: dict[str, Any]) -> str:
+    """One line: the gate's figures and verdict (also recorded in the unet's config)."""
+    dice = report["mean_region_dice"]
+    return (
+        f"{report['runtime']} {report['precision']} vs onnxruntime f32: labels differ on "
+        f"{100 * report['label_disagreement']:.3f} % of pixels (limit "
+        f"{100 * MAX_LABEL_DISAGREEMENT:.1f} %), mean region Dice {dice['candidate']:.4f} vs "
+        f"{dice['reference']:.4f} (change limit {MAX_DICE_CHANGE}) on "
+        f"{report['phantoms']['slices']} slices of held-out phantoms "
+        f"{', '.join(map(str, report['phantoms']['seeds']))}: "
+        + ("passed" if report["passed"] else "FAILED")
+    )

@@ -5,9 +5,12 @@ dev kit's local stack call these functions.  Progress goes to stderr."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from aspects_client import contract
 from aspects_client.errors import ExportError
@@ -20,6 +23,22 @@ DEFAULT_CHECK_SLICES = 4
 def say(msg: str) -> None:
     """One progress line on stderr."""
     print(f"aspects-export: {msg}", file=sys.stderr, flush=True)
+
+
+def gate_slices(n: int = DEFAULT_CHECK_SLICES) -> tuple[np.ndarray, str]:
+    """The slices the numeric gates run on: ``n`` atlas-phantom slices, else synthetic ellipses.
+    With ``ASPECTS_REQUIRE_PHANTOM=1`` (the exporter image, where the atlas is baked in) the
+    ellipses are refused: a gate on them says little about a real head."""
+    from aspects_export import numeric_check
+
+    slices, described = numeric_check.phantom_slices(n)
+    if os.environ.get("ASPECTS_REQUIRE_PHANTOM") == "1" and described.startswith("synthetic"):
+        raise ExportError(
+            f"the numeric gates need atlas phantoms, got {described}; install the atlas "
+            "(python -c 'from aspects_synth.atlas import ensure_atlas; ensure_atlas()', "
+            "ASPECTS_CACHE_DIR) or unset ASPECTS_REQUIRE_PHANTOM"
+        )
+    return slices, described
 
 
 def export_onnx(
@@ -59,7 +78,7 @@ def export_onnx(
     graphs.export_postprocess(out / f"{contract.POSTPROCESS_MODEL}.onnx")
     report: dict = {"checkpoint": source, "skipped": "numeric check not run"}
     if check_slices > 0:
-        slices, described = numeric_check.phantom_slices(check_slices)
+        slices, described = gate_slices(check_slices)
         report = numeric_check.check_all(
             out, model, slices, checkpoint=source, slices_source=described, progress=say
         )
@@ -86,10 +105,10 @@ def _summarise(report: dict) -> None:
 def build_tensorrt(onnx_path: Path, out: Path, *, force: bool = False) -> Path:
     """Build ``out/unet.plan`` from ``onnx_path`` on this GPU and check it against ONNX Runtime
     (report in ``out/tensorrt_report.json``); returns the engine path."""
-    from aspects_export import numeric_check, tensorrt_build
+    from aspects_export import tensorrt_build
 
+    slices, described = gate_slices(DEFAULT_CHECK_SLICES)  # before the (minutes-long) build
     engine = tensorrt_build.build_engine(onnx_path, out / ENGINE_FILE, force=force, log=say)
-    slices, described = numeric_check.phantom_slices(DEFAULT_CHECK_SLICES)
     say("comparing TensorRT FP16 labels with ONNX Runtime")
     report = tensorrt_build.compare_with_onnxruntime(engine, onnx_path, slices)
     report["slices_source"] = described
@@ -102,11 +121,22 @@ def build_tensorrt(onnx_path: Path, out: Path, *, force: bool = False) -> Path:
     return engine
 
 
-def write_repo(onnx_dir: Path, out: Path, layout: str, engine: Path | None = None) -> Path:
-    """Model repository via ``aspects_export.repository.write_repository`` (imported lazily)."""
-    from aspects_export.repository import write_repository
+def write_repo(
+    onnx_dir: Path,
+    out: Path,
+    layout: str,
+    engine: Path | None = None,
+    cpu_runtime: str | None = None,
+) -> Path:
+    """Model repository via ``aspects_export.repository.write_repository`` (imported lazily).
+    ``cpu_runtime`` (cpu layout): the unet's profile, e.g. ``auto`` (docs/cpu-serving.md)."""
+    from aspects_export.repository import resolve_cpu_runtime, write_repository
 
     say(f"writing the {layout.upper()} model repository to {out}")
     if engine is not None:
         return write_repository(onnx_dir, out, layout, engine=engine)  # type: ignore[arg-type]
+    if layout == "cpu" and cpu_runtime is not None:
+        runtime = resolve_cpu_runtime(cpu_runtime)
+        say(f"CPU runtime of the unet: {runtime.name} (asked for {cpu_runtime})")
+        return write_repository(onnx_dir, out, "cpu", cpu_runtime=runtime, progress=say)
     return write_repository(onnx_dir, out, layout)  # type: ignore[arg-type]

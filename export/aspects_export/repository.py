@@ -12,7 +12,11 @@ Two layouts (architecture §4):
   priority levels, queue policy and warm-up, but each step is ``backend: "python"`` on
   ``KIND_CPU`` and runs its ONNX file with onnxruntime through one shared ``model.py``
   (:mod:`aspects_export.triton_python_model`); the queue timeout is scaled for the CPU
-  (``CPU_QUEUE_TIMEOUT_S``).  The unet carries the same ``checkpoint`` parameter.
+  (``CPU_QUEUE_TIMEOUT_S``).  The unet carries the same ``checkpoint`` parameter.  The
+  unet's runtime is a **CPU runtime profile** (:class:`CpuRuntime`: onnxruntime FP32, the
+  default and the exact reference, or OpenVINO with an explicit f32/bf16 precision;
+  :func:`default_cpu_runtime` is the measured winner on this CPU type); a non-FP32 profile
+  is written only after ``numeric_check.precision_gate`` passed (docs/cpu-serving.md).
 
 Configs are parsed with protobuf's text format into Triton's own ``ModelConfig`` message.
 
@@ -27,6 +31,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +72,12 @@ CPU_INTRA_OP_THREADS: dict[str, int] = {
     contract.UNET_MODEL: 0,
     contract.POSTPROCESS_MODEL: 1,
 }
+# CPU runtime profile parameters (read by triton_python_model.py; docs/cpu-serving.md).
+PARAM_RUNTIME = "runtime"
+PARAM_PRECISION = "precision"
+PARAM_OPENVINO_HINT = "openvino_performance_hint"
+PARAM_NUMERIC_GATE = "numeric_gate"  # the unet's gate figures (provenance of the choice)
+CPU_RUNTIME_AUTO = "auto"
 
 _PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
 _GENERATED_HEADER = (
@@ -129,16 +141,92 @@ def load_committed_configs(repository: Path | None = None) -> dict[str, mc.Model
     return configs
 
 
-def cpu_config(gpu_config: mc.ModelConfig) -> mc.ModelConfig:
+@dataclass(frozen=True)
+class CpuRuntime:
+    """How the CPU runtime runs the unet: ``runtime`` (``onnxruntime`` | ``openvino``) at an
+    explicit inference ``precision`` (``f32`` | ``bf16``).  preprocess and postprocess always
+    run onnxruntime FP32 (their outputs must equal the NumPy reference exactly)."""
+
+    runtime: str
+    precision: str
+
+    @property
+    def name(self) -> str:
+        """The ``--cpu-runtime`` name: ``onnxruntime``, ``openvino-f32`` or ``openvino-bf16``."""
+        return self.runtime if self.runtime == "onnxruntime" else f"{self.runtime}-{self.precision}"
+
+    @property
+    def is_fp32(self) -> bool:
+        """FP32 profiles need no precision gate."""
+        return self.precision == "f32"
+
+
+CPU_RUNTIMES: dict[str, CpuRuntime] = {
+    r.name: r
+    for r in (
+        CpuRuntime("onnxruntime", "f32"),
+        CpuRuntime("openvino", "f32"),
+        CpuRuntime("openvino", "bf16"),
+    )
+}
+REFERENCE_CPU_RUNTIME = CPU_RUNTIMES["onnxruntime"]  # exact: equals in-process onnxruntime
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 in OpenVINO (``OPTIMIZATION_CAPABILITIES`` has ``BF16``);
+    False when openvino is not installed or has no CPU plugin here."""
+    try:
+        from aspects_export.triton_python_model import openvino_bf16_supported
+
+        return openvino_bf16_supported()
+    except (ImportError, RuntimeError):
+        return False
+
+
+def default_cpu_runtime() -> CpuRuntime:
+    """The measured winner for the unet on this CPU type (``benchmarks/results/cpu_runtime.md``):
+    OpenVINO bf16 where the CPU has bf16 (AVX-512 BF16 / AMX: 1.7-1.8x ONNX Runtime FP32
+    there), else onnxruntime FP32, the exact reference (OpenVINO f32 measured 0.93-1.05x it,
+    no gain; ``--cpu-runtime openvino-f32`` still selects it)."""
+    return CPU_RUNTIMES["openvino-bf16"] if cpu_bf16_supported() else REFERENCE_CPU_RUNTIME
+
+
+def resolve_cpu_runtime(choice: str | CpuRuntime | None) -> CpuRuntime:
+    """A profile from its name (``CPU_RUNTIMES``), ``"auto"`` (:func:`default_cpu_runtime`)
+    or ``None`` (the exact reference, onnxruntime FP32)."""
+    if isinstance(choice, CpuRuntime):
+        if choice not in CPU_RUNTIMES.values():
+            raise ExportError(f"unknown CPU runtime {choice}; use one of {sorted(CPU_RUNTIMES)}")
+        return choice
+    if choice is None:
+        return REFERENCE_CPU_RUNTIME
+    if choice == CPU_RUNTIME_AUTO:
+        return default_cpu_runtime()
+    if choice not in CPU_RUNTIMES:
+        raise ExportError(
+            f"unknown CPU runtime {choice!r}; use one of {CPU_RUNTIME_AUTO}, "
+            + ", ".join(sorted(CPU_RUNTIMES))
+        )
+    return CPU_RUNTIMES[choice]
+
+
+def cpu_config(
+    gpu_config: mc.ModelConfig, cpu_runtime: CpuRuntime | str | None = None
+) -> mc.ModelConfig:
     """The CPU-runtime version of a committed step config (python backend on KIND_CPU).
 
     Names, tensors, max_batch_size, dynamic batching (priority levels, queue bounds) and
     warm-up are kept, except the queue timeout (``CPU_QUEUE_TIMEOUT_S``); the platform, GPU
-    instance groups, accelerator options and backend-specific parameters are replaced.
+    instance groups, accelerator options and backend-specific parameters are replaced.  The
+    unet runs ``cpu_runtime`` (default: onnxruntime FP32); every step states its ``runtime``
+    and ``precision`` explicitly.
     """
     name = gpu_config.name
     if name not in CPU_INTRA_OP_THREADS:
         raise ExportError(f"{name!r} is not a step model; expected one of {contract.STEP_MODELS}")
+    runtime = resolve_cpu_runtime(cpu_runtime)
+    if name != contract.UNET_MODEL:
+        runtime = REFERENCE_CPU_RUNTIME
     config = mc.ModelConfig()
     config.CopyFrom(gpu_config)
     config.ClearField("platform")
@@ -156,7 +244,15 @@ def cpu_config(gpu_config: mc.ModelConfig) -> mc.ModelConfig:
         policy.default_timeout_microseconds = round(CPU_QUEUE_TIMEOUT_S * 1e6)
     config.parameters.clear()
     config.parameters[PARAM_ONNX_FILE].string_value = ONNX_MODEL_FILE
+    config.parameters[PARAM_RUNTIME].string_value = runtime.runtime
+    config.parameters[PARAM_PRECISION].string_value = runtime.precision
+    # threads: onnxruntime's intra-op pool, or OpenVINO's INFERENCE_NUM_THREADS (0 = all cores)
     config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(CPU_INTRA_OP_THREADS[name])
+    if runtime.runtime == "openvino":
+        # the python backend runs one request at a time per instance: one stream on every
+        # core (measured on 2 cores: THROUGHPUT's 2 streams halve it, 51 vs 28 ms a slice)
+        config.parameters[PARAM_OPENVINO_HINT].string_value = "LATENCY"
+        return config
     config.parameters[PARAM_INTER_OP_THREADS].string_value = "1"
     # onnxruntime defaults (measured: turning the arena or spinning off costs ~10 % here)
     config.parameters["allow_spinning"].string_value = "1"
@@ -249,6 +345,20 @@ def _check_engine_source(engine: Path, unet_onnx: Path) -> None:
         )
 
 
+def _engine_key_file(engine: Path) -> Path:
+    """The engine's cache key (``<engine>.json``, written by ``build_engine``); an engine
+    without one cannot be checked before Triton loads it, so it is refused."""
+    from aspects_export.tensorrt_build import key_path
+
+    path = key_path(engine)
+    if not path.is_file():
+        raise ExportError(
+            f"TensorRT engine {engine} has no cache key {path.name} beside it; build it with "
+            "'aspects-export tensorrt' (which writes both)"
+        )
+    return path
+
+
 def restricted_api_args(header_key: str, header_value: str) -> list[str]:
     """tritonserver flags that refuse ``RESTRICTED_APIS`` without ``header_key: header_value``.
 
@@ -268,6 +378,30 @@ def restricted_api_args(header_key: str, header_value: str) -> list[str]:
     ]
 
 
+def check_cpu_runtime(
+    unet_onnx: Path, runtime: CpuRuntime, *, progress: Callable[[str], None] | None = None
+) -> str:
+    """Gate a unet CPU runtime profile; returns the one-line figures recorded in the unet's
+    config.  FP32 profiles are not gated; a non-FP32 one runs
+    ``numeric_check.precision_gate`` against onnxruntime FP32 and is refused (ExportError,
+    saying what to pick instead) when it fails."""
+    if runtime.is_fp32:
+        return f"{runtime.name}: FP32, not gated"
+    from aspects_export import numeric_check
+
+    report = numeric_check.precision_gate(
+        unet_onnx, runtime.runtime, runtime.precision, progress=progress
+    )
+    summary = numeric_check.gate_summary(report)
+    if not report["passed"]:
+        fp32 = "openvino-f32" if runtime.runtime == "openvino" else "onnxruntime"
+        raise ExportError(
+            f"CPU runtime {runtime.name} refused by the precision gate ({summary}); pick "
+            f"--cpu-runtime {fp32} (FP32, no gate) or onnxruntime (the exact reference)"
+        )
+    return summary
+
+
 def write_repository(
     onnx_dir: Path,
     out: Path,
@@ -275,18 +409,25 @@ def write_repository(
     *,
     engine: Path | None = None,
     committed: Path | None = None,
+    cpu_runtime: CpuRuntime | str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a model repository into ``out`` and return its path.
 
     ``onnx_dir`` holds ``preprocess.onnx``, ``unet.onnx`` and ``postprocess.onnx`` (the
     names of contract.STEP_MODELS).  ``engine`` is a TensorRT plan for the GPU layout
     (``unet.onnx`` may then be absent: the onnxruntime fallback is simply not installed).
-    ``committed`` overrides where the committed configs are read from.
+    ``committed`` overrides where the committed configs are read from.  ``cpu_runtime``
+    (cpu layout): the unet's profile, a :class:`CpuRuntime`, a name of ``CPU_RUNTIMES`` or
+    ``"auto"`` (the winner on this CPU); default onnxruntime FP32.  A non-FP32 profile must
+    pass ``numeric_check.precision_gate`` first, else nothing is written (ExportError).
     """
     onnx_dir = Path(onnx_dir)
     out = Path(out)
     if layout not in ("cpu", "gpu"):
         raise ExportError(f"unknown repository layout {layout!r}; use 'cpu' or 'gpu'")
+    if cpu_runtime is not None and layout != "cpu":
+        raise ExportError("a CPU runtime profile only belongs in the 'cpu' layout")
     if engine is not None and layout != "gpu":
         raise ExportError("a TensorRT engine only belongs in the 'gpu' layout")
     if engine is not None and not Path(engine).is_file():
@@ -315,14 +456,18 @@ def write_repository(
             (out / name / VERSION).mkdir(exist_ok=True)
         for name, src in sources.items():
             _copy(src, out / name / VERSION / ONNX_MODEL_FILE)
-        if engine is not None:
-            _copy(Path(engine), out / contract.UNET_MODEL / VERSION / PLAN_MODEL_FILE)
+        if engine is not None:  # the plan and, beside it, its cache key (checked before load)
+            plan_dst = out / contract.UNET_MODEL / VERSION / PLAN_MODEL_FILE
+            _copy(Path(engine), plan_dst)
+            _copy(_engine_key_file(Path(engine)), plan_dst.with_name(plan_dst.name + ".json"))
         _append_unet_provenance(out / contract.UNET_MODEL, unet_source, engine)
         return out
 
     sources = _onnx_sources(onnx_dir, contract.STEP_MODELS)
     if not _PYTHON_MODEL_SOURCE.is_file():
         raise ExportError(f"the shared python_backend model {_PYTHON_MODEL_SOURCE} is missing")
+    runtime = resolve_cpu_runtime(cpu_runtime)
+    gate = check_cpu_runtime(sources[contract.UNET_MODEL], runtime, progress=progress)
     _prepare_out(out)
     ensemble_dir = out / contract.ENSEMBLE_MODEL
     (ensemble_dir / VERSION).mkdir(parents=True, exist_ok=True)
@@ -331,9 +476,10 @@ def write_repository(
         _GENERATED_HEADER.format(name=ensemble.name) + config_to_text(ensemble), encoding="utf-8"
     )
     for name in contract.STEP_MODELS:
-        config = cpu_config(configs[name])
+        config = cpu_config(configs[name], runtime)
         if name == contract.UNET_MODEL:  # provenance: clients read it back from the config
             config.parameters[PARAM_CHECKPOINT].string_value = checkpoint_id(sources[name])
+            config.parameters[PARAM_NUMERIC_GATE].string_value = gate
         model_dir = out / name
         (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
         (model_dir / CONFIG_FILE).write_text(

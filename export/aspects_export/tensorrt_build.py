@@ -5,7 +5,7 @@ with the TensorRT of the NGC release of the Triton image (24.10).  Each engine g
 ``<engine>.json`` cache key beside it — sha256 of the ONNX file + GPU name + TensorRT version
 (+ profile and precision); ``engine_is_stale`` says when it has to be rebuilt.
 
-``tensorrt`` (and CUDA through torch) are imported lazily: importing this module works on any
+``tensorrt``, NVML and cuda-python are imported lazily: importing this module works on any
 machine; calling into it without a GPU raises ``ExportError`` saying where to run it.
 """
 
@@ -62,15 +62,33 @@ def _import_tensorrt() -> Any:
     return trt
 
 
-def gpu_name() -> str:
-    """Name of CUDA device 0 (via torch); ``ExportError`` when there is no usable GPU."""
+def nvml_gpu_name(index: int = 0) -> str | None:
+    """GPU ``index``'s name through NVML (``nvidia-ml-py``; the driver's library, no CUDA
+    toolkit or torch needed), None where there is no NVML or no GPU."""
     try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - torch is in the [export] extra
-        raise ExportError(f"torch is needed to talk to the GPU; {GPU_HINT}") from exc
-    if not torch.cuda.is_available():
-        raise ExportError(f"no CUDA GPU is available; {GPU_HINT}")
-    return torch.cuda.get_device_name(0)
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(index))
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def gpu_name() -> str:
+    """Name of GPU 0 through NVML; ``ExportError`` when there is none.  NVML works with any
+    driver the Triton release supports (torch's own CUDA may need a newer one)."""
+    name = nvml_gpu_name()
+    if name is None:
+        raise ExportError(f"no NVIDIA GPU is visible through NVML (nvidia-ml-py); {GPU_HINT}")
+    return name
 
 
 def current_key(onnx_path: str | Path) -> EngineKey:
@@ -150,35 +168,67 @@ def build_engine(
     return engine_path
 
 
+def _cudart() -> Any:
+    """CUDA runtime bindings of ``cuda-python`` (NVIDIA's; no torch): the module moved in
+    cuda-python 12.8 (``cuda.bindings.runtime``), the old name still works in 12.x."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as exc:
+            raise ExportError(f"cuda-python is not installed; {GPU_HINT}") from exc
+    return cudart
+
+
+def _cuda_ok(result: Any, what: str) -> Any:
+    """Unpack a cuda-python ``(error, *values)`` tuple; ExportError on an error code."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise ExportError(f"CUDA {what} failed: {err}")
+    return values[0] if len(values) == 1 else values
+
+
 def run_engine(engine_path: str | Path, image: np.ndarray) -> np.ndarray:
     """Run the engine on float32 ``image [N,3,h,w]`` (network input; chunked by the max profile
-    batch) with torch CUDA tensors → float32 logits ``[N,11,h,w]``."""
+    batch) → float32 logits ``[N,11,h,w]``.  Device memory through cuda-python's runtime
+    bindings (the exporter image's torch is the CPU build)."""
     trt = _import_tensorrt()
     gpu_name()
-    import torch
-
+    cudart = _cudart()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
     if engine is None:
         raise ExportError(f"{engine_path} is not an engine for this TensorRT/GPU; rebuild it")
     context = engine.create_execution_context()
-    stream = torch.cuda.Stream()
+    batch = PROFILE_BATCH[2]
+    chw = (contract.NETWORK_CHANNELS, *contract.NETWORK_SIZE)
+    out_shape = (contract.NUM_CLASSES, *contract.NETWORK_SIZE)
+    in_bytes = batch * int(np.prod(chw)) * 4
+    out_bytes = batch * int(np.prod(out_shape)) * 4
+    h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+    d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    stream = _cuda_ok(cudart.cudaStreamCreate(), "stream create")
+    d_in = _cuda_ok(cudart.cudaMalloc(in_bytes), "malloc")
+    d_out = _cuda_ok(cudart.cudaMalloc(out_bytes), "malloc")
     outs = []
-    for i in range(0, image.shape[0], PROFILE_BATCH[2]):
-        x = torch.from_numpy(np.ascontiguousarray(image[i : i + PROFILE_BATCH[2]])).cuda()
-        y = torch.empty(
-            (x.shape[0], contract.NUM_CLASSES, *contract.NETWORK_SIZE),
-            dtype=torch.float32,
-            device="cuda",
-        )
-        context.set_input_shape(contract.TENSOR_IMAGE, tuple(x.shape))
-        context.set_tensor_address(contract.TENSOR_IMAGE, x.data_ptr())
-        context.set_tensor_address(contract.TENSOR_LOGITS, y.data_ptr())
-        stream.wait_stream(torch.cuda.current_stream())  # x and y were made on that stream
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise ExportError("TensorRT execution failed")
-        stream.synchronize()
-        outs.append(y.cpu().numpy())
+    try:
+        for i in range(0, image.shape[0], batch):
+            x = np.ascontiguousarray(image[i : i + batch], dtype=np.float32)
+            y = np.empty((x.shape[0], *out_shape), dtype=np.float32)
+            _cuda_ok(cudart.cudaMemcpy(d_in, x.ctypes.data, x.nbytes, h2d), "copy in")
+            context.set_input_shape(contract.TENSOR_IMAGE, tuple(x.shape))
+            context.set_tensor_address(contract.TENSOR_IMAGE, int(d_in))
+            context.set_tensor_address(contract.TENSOR_LOGITS, int(d_out))
+            if not context.execute_async_v3(int(stream)):
+                raise ExportError("TensorRT execution failed")
+            _cuda_ok(cudart.cudaStreamSynchronize(stream), "synchronize")
+            _cuda_ok(cudart.cudaMemcpy(y.ctypes.data, d_out, y.nbytes, d2h), "copy out")
+            outs.append(y)
+    finally:
+        cudart.cudaFree(d_in)
+        cudart.cudaFree(d_out)
+        cudart.cudaStreamDestroy(stream)
     return np.concatenate(outs)
 
 

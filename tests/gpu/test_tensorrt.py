@@ -15,12 +15,13 @@ from aspects_client import contract
 def _gpu_skip_reason() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "tensorrt is not installed (run on a GPU host with the NGC 24.10 TensorRT)"
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU available"
+    for module, package in (("pynvml", "nvidia-ml-py"), ("cuda", "cuda-python")):
+        if importlib.util.find_spec(module) is None:
+            return f"{package} is not installed (the [gpu] extra)"
+    from aspects_export.tensorrt_build import nvml_gpu_name
+
+    if nvml_gpu_name() is None:
+        return "no NVIDIA GPU visible through NVML"
     return None
 
 

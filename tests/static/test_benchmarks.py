@@ -17,8 +17,8 @@ from .helpers import ROOT
 BENCH = ROOT / "benchmarks"
 LIBRARIES = ("harness.py", "registration.py")  # imported by the scripts, no command line
 SCRIPTS = sorted(p for p in BENCH.rglob("*.py") if p.name not in LIBRARIES)
-MAX_LINES = 4200  # benchmarks/**/*.py: 4,856 before the harness, 3,724 after, +scoring.py,
-#                   + gpu_check.py (231 lines)
+MAX_LINES = 4250  # benchmarks/**/*.py: 4,856 before the harness, 3,724 after, +scoring.py,
+#                   + gpu_check.py (231 lines), + cpu_runtime.py (119 lines, issue 15)
 
 
 @pytest.fixture(autouse=True)

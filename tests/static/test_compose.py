@@ -220,17 +220,17 @@ def test_triton_ports_health_check_and_repository_agree(compose: dict) -> None:
     assert f"http://127.0.0.1:{TRITON_PORTS['http']}/v2/health/ready" in check
     assert check.split()[:2] == ["CMD", "curl"]
     mounts = {m["target"]: m for m in triton["volumes"]}
-    repo = flags["model-repository"]
-    assert repo in mounts and mounts[repo]["read_only"] is True
-    assert mounts[repo]["source"] in compose["volumes"]
-    exporter_targets = {
-        v.split(":")[1] if isinstance(v, str) else v["target"]: v
-        for v in compose["services"]["exporter"]["volumes"]
-    }
-    assert any(
-        isinstance(v, str) and v.startswith(f"{mounts[repo]['source']}:")
-        for v in exporter_targets.values()
-    ), "the exporter must write the volume Triton serves"
+    # Triton serves a release of the store the exporter publishes to, read-only
+    assert flags["model-repository"].startswith('"$$root/') or "$root/" in flags[
+        "model-repository"
+    ]
+    assert "/releases" in mounts and mounts["/releases"]["read_only"] is True
+    assert mounts["/releases"]["source"] in compose["volumes"]
+    exporter = compose["services"]["exporter"]
+    assert exporter["environment"]["ASPECTS_PUBLISH_STORE"] == "/releases"
+    assert f"{mounts['/releases']['source']}:/releases" in exporter["volumes"], (
+        "the exporter must publish into the volume Triton serves"
+    )
 
 
 def test_triton_ports_match_the_local_launcher_defaults(compose: dict) -> None:
@@ -349,9 +349,13 @@ def test_exporter_script_uses_real_aspects_export_options() -> None:
     for call in calls:
         argv = [a for a in shlex.split(call) if not a.startswith("$")]
         name, options = argv[0], [a for a in argv[1:] if a.startswith("--")]
-        known = {o for a in subs[name]._actions for o in a.option_strings}
+        parser = subs[name]
+        if name == "release":  # nested: release publish|list|fetch
+            parser = _subcommands(parser)[argv[1]]
+        known = {o for a in parser._actions for o in a.option_strings}
         assert set(options) <= known, f"aspects-export {name}: unknown {set(options) - known}"
     assert "tensorrt" in script and "--engine" in script and "--layout gpu" in script
+    assert "release publish" in script  # a new immutable release, never a mirror in place
 
 
 def test_client_service_runs_a_valid_aspects_segment_command(compose: dict) -> None:
@@ -371,7 +375,9 @@ def test_client_service_runs_a_valid_aspects_segment_command(compose: dict) -> N
 # --- the placeholders are refused; Triton's administrative APIs are restricted -------------
 
 
-def _run_triton_command(compose_model: dict, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _run_triton_command(
+    compose_model: dict, tmp_path: Path, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     """The triton service's command, as Compose would run it, with a stand-in tritonserver
     that prints its arguments one per line."""
     triton = compose_model["services"]["triton"]
@@ -380,7 +386,15 @@ def _run_triton_command(compose_model: dict, tmp_path: Path) -> subprocess.Compl
     fake = bin_dir / "tritonserver"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
     fake.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", **triton["environment"]}
+    for rid in ("20260101T000000Z-old", "20260201T000000Z-new"):  # two complete releases
+        (tmp_path / "store" / "releases" / rid).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "store" / "releases" / rid / "RELEASE.json").write_text("{}")
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "ASPECTS_RELEASES_DIR": str(tmp_path / "store"),
+        **triton["environment"],
+        **extra_env,
+    }
     return subprocess.run(
         triton["command"], env=env, capture_output=True, text=True, timeout=30, check=False
     )
@@ -465,3 +479,27 @@ def test_triton_restricts_the_administrative_apis(
     # The health check sends no header: /v2/health/* is not in a restricted group.
     check = " ".join(interpolate(raw, env_example)["services"]["triton"]["healthcheck"]["test"])
     assert "/v2/health/ready" in check and "health" not in RESTRICTED_APIS
+
+
+def test_triton_serves_the_newest_release_or_the_one_named(
+    raw: dict, env_example: dict, tmp_path: Path
+) -> None:
+    model = interpolate(raw, {**env_example, "TRITON_ADMIN_KEY": GOOD["TRITON_ADMIN_KEY"]})
+    store = tmp_path / "store" / "releases"
+
+    def served(**env: str) -> subprocess.CompletedProcess[str]:
+        return _run_triton_command(model, tmp_path, **env)  # type: ignore[arg-type]
+
+    newest = served()
+    assert newest.returncode == 0, newest.stderr
+    assert f"--model-repository={store}/20260201T000000Z-new" in newest.stdout.splitlines()
+    rolled_back = served(MODEL_RELEASE="20260101T000000Z-old")  # the rollback step
+    assert f"--model-repository={store}/20260101T000000Z-old" in rolled_back.stdout.splitlines()
+    # a release without its manifest (upload unfinished) or unknown: Triton never starts
+    (store / "20260301T000000Z-half").mkdir()
+    for release in ("20260301T000000Z-half", "nope"):
+        refused = served(MODEL_RELEASE=release)
+        assert refused.returncode == 66 and "no complete release" in refused.stderr
+        assert refused.stdout == ""
+    assert f"{store}/20260201T000000Z-new" in served().stdout  # the half one is not "newest"
+

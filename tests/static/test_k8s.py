@@ -7,8 +7,9 @@
   for two Kubernetes versions.  Its schemas have no CRDs: the PodMonitor
   (monitoring.coreos.com/v1) is checked against a hand-written subset of the
   prometheus-operator CRD schema below, plus the references it makes.
-- Cross-references: Service → pod ports, probes, GPU resources, the S3 path Triton serves =
-  the path the engine-build Job uploads to, one GPU product for both, HPA metric = the
+- Cross-references: Service → pod ports, probes, GPU resources, the release store the init
+  container fetches from = the store the engine-build Job publishes to, one GPU product for
+  both, HPA metric = the
   prometheus-adapter rule's name, Secret keys = the example Secrets' keys.
 - Operations and security (issue 15): the HPA alone owns the replica count; a
   PodDisruptionBudget that fits the HPA; replicas spread over nodes; the NetworkPolicy
@@ -129,14 +130,26 @@ def render(directory: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
+def _by_kind(docs: list[dict]) -> dict[str, dict]:
+    """kind -> document; ConfigMaps other than the model store's as 'ConfigMap/<name>'."""
+    out: dict[str, dict] = {}
+    for d in docs:
+        name = d["metadata"]["name"]
+        if d["kind"] == "ConfigMap" and not name.startswith("aspects-model-store"):
+            out[f"ConfigMap/{name.rsplit('-', 1)[0]}"] = d  # without the hash suffix
+        else:
+            out[d["kind"]] = d
+    return out
+
+
 @pytest.fixture(scope="module")
 def server() -> dict[str, dict]:
-    return {d["kind"]: d for d in render(OVERLAY)}
+    return _by_kind(render(OVERLAY))
 
 
 @pytest.fixture(scope="module")
 def job_docs() -> dict[str, dict]:
-    return {d["kind"]: d for d in render(OVERLAY / "engine-build")}
+    return _by_kind(render(OVERLAY / "engine-build"))
 
 
 def _with_components(target: Path, resource: Path, *components: str) -> Path:
@@ -257,7 +270,11 @@ def test_the_overlays_render() -> None:
         "PodDisruptionBudget",
         "NetworkPolicy",
     }
-    assert {d["kind"] for d in render(OVERLAY / "engine-build")} == {"ConfigMap", "Job"}
+    assert {d["kind"] for d in render(OVERLAY / "engine-build")} == {
+        "ConfigMap",
+        "Job",
+        "PersistentVolumeClaim",
+    }
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -373,27 +390,64 @@ def test_network_policy_admits_clients_and_monitoring_only(server) -> None:
 # --- model store, engine build, GPU type -------------------------------------------------
 
 
-def test_triton_serves_exactly_where_the_job_uploads(server, job_docs) -> None:
+def test_triton_serves_a_release_of_the_store_the_job_publishes_to(server, job_docs) -> None:
     assert server["ConfigMap"]["data"] == job_docs["ConfigMap"]["data"]
-    configmaps = {server["ConfigMap"]["metadata"]["name"]: server["ConfigMap"]}
-    triton = _container(server["Deployment"])
-    env = _container_env(triton, configmaps)
-    repo_arg = next(a for a in triton["args"] if a.startswith("--model-repository="))
-    served = _expand(repo_arg.split("=", 1)[1], env)
-    assert served.startswith("s3://")
-
+    release_cm = server["ConfigMap/aspects-model-release"]
+    configmaps = {
+        server["ConfigMap"]["metadata"]["name"]: server["ConfigMap"],
+        release_cm["metadata"]["name"]: release_cm,
+    }
+    pod = server["Deployment"]["spec"]["template"]["spec"]
+    (fetch,) = pod["initContainers"]
+    env = _container_env(fetch, configmaps)
+    argv = [_expand(a, env) for a in fetch["command"]]
+    assert argv[:3] == ["aspects-export", "release", "fetch"]
+    options = dict(a.removeprefix("--").split("=", 1) for a in argv[3:])
+    # the init container fetches MODEL_RELEASE from the store the Job publishes to ...
     job_configmaps = {job_docs["ConfigMap"]["metadata"]["name"]: job_docs["ConfigMap"]}
     exporter = _container_env(_container(job_docs["Job"], "exporter"), job_configmaps)
-    upload = exporter["ASPECTS_UPLOAD_S3"]
-    endpoint = exporter["AWS_ENDPOINT_URL_S3"]
-    # Triton's form for a custom endpoint: s3://SCHEME://host:port/bucket/path
-    assert served == f"s3://{endpoint}/{upload.removeprefix('s3://')}"
-    match = TRITON_S3_REGEX.fullmatch(served)
-    assert match, f"Triton would not take {served} as a custom S3 endpoint"
-    assert f"{match.group(1)}{match.group(2)}:{match.group(3)}" == endpoint
-    assert f"triton-{NGC_RELEASE}/" in served
+    assert options["store"] == exporter["ASPECTS_PUBLISH_STORE"]
+    assert options["store"].startswith("s3://") and f"triton-{NGC_RELEASE}/" in options["store"]
+    assert options["id"] == release_cm["data"]["MODEL_RELEASE"]
+    assert options["triton-release"] == NGC_RELEASE
+    assert env["AWS_ENDPOINT_URL_S3"] == server["ConfigMap"]["data"]["S3_ENDPOINT_URL"]
+    # ... into the volume Triton serves, read-only, and Triton has no S3 access of its own
+    triton = _container(server["Deployment"], "tritonserver")
+    repo_arg = next(a for a in triton["args"] if a.startswith("--model-repository="))
+    served = repo_arg.split("=", 1)[1]
+    (fetch_mount,) = [m for m in fetch["volumeMounts"] if options["output"].startswith(
+        m["mountPath"] + "/")]
+    (triton_mount,) = [m for m in triton["volumeMounts"] if m["name"] == fetch_mount["name"]]
+    assert served == options["output"] and triton_mount["mountPath"] == fetch_mount["mountPath"]
+    assert triton_mount.get("readOnly") is True
+    triton_env = {e["name"] for e in triton.get("env", [])}
+    assert not triton_env & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # the NVML check needs the pod's GPU in the init container too
+    assert str(fetch["resources"]["limits"]["nvidia.com/gpu"]) == "1"
     assert exporter["ASPECTS_BUILD_ENGINE"] == "1"
     assert exporter["ASPECTS_CHECKPOINT"].startswith("/checkpoints/")
+
+
+def test_the_served_release_is_part_of_the_pod_template(server) -> None:
+    """MODEL_RELEASE lives in a hash-suffixed ConfigMap: a new id changes the pod template
+    (a rolling update), and `kubectl rollout undo` returns to the previous id."""
+    name = server["ConfigMap/aspects-model-release"]["metadata"]["name"]
+    assert name != "aspects-model-release" and name.startswith("aspects-model-release-")
+    pod = server["Deployment"]["spec"]["template"]["spec"]
+    refs = [r["configMapRef"]["name"] for r in pod["initContainers"][0]["envFrom"]]
+    assert name in refs
+
+
+def test_the_engine_cache_survives_the_job(job_docs) -> None:
+    pod = job_docs["Job"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    exporter = _container(job_docs["Job"], "exporter")
+    (build,) = [m for m in exporter["volumeMounts"] if m["mountPath"] == "/build"]
+    claim = volumes[build["name"]]["persistentVolumeClaim"]["claimName"]
+    assert claim == job_docs["PersistentVolumeClaim"]["metadata"]["name"]
+    configmaps = {job_docs["ConfigMap"]["metadata"]["name"]: job_docs["ConfigMap"]}
+    env = _container_env(exporter, configmaps)
+    assert env["ASPECTS_ENGINE_DIR"] == f"/build/engines/{env['GPU_PRODUCT']}"
 
 
 def test_s3_endpoint_is_an_https_url_for_every_s3_client(server, job_docs) -> None:
@@ -423,14 +477,17 @@ def test_s3_ca_bundle_component_reaches_every_s3_client(tmp_path: Path) -> None:
         pod = workload["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         for container in _all_containers(pod):
-            (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == CA_BUNDLE_PATH]
+            mounts = [m for m in container["volumeMounts"] if m["mountPath"] == CA_BUNDLE_PATH]
+            if container["name"] == "tritonserver":  # serves a local copy: no S3 client
+                assert mounts == []
+                continue
+            (mount,) = mounts
             assert mount.get("readOnly") is True
             source = volumes[mount["name"]]["configMap"]
             assert source["name"] == "aspects-s3-ca-bundle"
             assert mount["subPath"] in {i["path"] for i in source["items"]}
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
-            if container["name"] != "tritonserver":  # boto3 ignores the system bundle
-                assert env["AWS_CA_BUNDLE"] == CA_BUNDLE_PATH, container["name"]
+            assert env["AWS_CA_BUNDLE"] == CA_BUNDLE_PATH, container["name"]
 
 
 def test_engine_is_built_and_served_on_the_same_gpu_product(server, job_docs) -> None:
@@ -445,7 +502,7 @@ def test_engine_is_built_and_served_on_the_same_gpu_product(server, job_docs) ->
 
 def test_exporter_image_is_the_project_dockerfile(job_docs) -> None:
     script = (ROOT / "docker/exporter-entrypoint.sh").read_text()
-    assert "ASPECTS_UPLOAD_S3" in script and "upload_repository.py" in script
+    assert "ASPECTS_PUBLISH_STORE" in script and "release publish" in script
     for container in (
         *job_docs["Job"]["spec"]["template"]["spec"]["initContainers"],
         *job_docs["Job"]["spec"]["template"]["spec"]["containers"],

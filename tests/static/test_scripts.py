@@ -5,13 +5,12 @@
   only ones the S3 gateway accepts.
 - ``exporter-entrypoint.sh``: with a stand-in ``aspects-export`` recording its calls: what is
   exported, built and written on a first start, a restart, a new checkpoint, the fallback.
-- ``upload_repository.py``: mirrors a repository into the real local S3 (SeaweedFS).
+- publishing: the entrypoint publishes a new release and hands on its id.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -194,6 +193,7 @@ case "$1" in
         echo plan > "$out/unet.plan" ;;
   repository) out="$(out_of "$@")"
         mkdir -p "$out/aspects/1"; echo cfg > "$out/aspects/config.pbtxt" ;;
+  release) echo 20260101T000000Z-abc ;;
 esac
 """
 
@@ -262,53 +262,30 @@ def test_exporter_fallback_and_missing_checkpoint(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr
 
 
-# --- upload to S3 -----------------------------------------------------------------------
+# --- publishing a release ------------------------------------------------------------------
 
 
-def _uploader():
-    spec = importlib.util.spec_from_file_location(
-        "upload_repository", ROOT / "docker" / "upload_repository.py"
+def test_exporter_publishes_a_new_release_and_hands_on_its_id(tmp_path: Path) -> None:
+    """With ASPECTS_PUBLISH_STORE the repository becomes a new release (the real publish is
+    tested in tests/unit/test_releases.py); its id is the last stdout line and, for the Job,
+    the termination message."""
+    id_file = tmp_path / "termination-log"
+    result, calls = _run_exporter(
+        tmp_path,
+        ASPECTS_PUBLISH_STORE="s3://models/triton-24.10/NVIDIA-L4",
+        ASPECTS_RELEASE_ID_FILE=str(id_file),
+        TRITON_RELEASE="24.10",
+        TMPDIR=str(tmp_path),
     )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_upload_target_parsing() -> None:
-    up = _uploader()
-    assert up.parse_target("s3://b/triton-24.10/NVIDIA-L4/") == ("b", "triton-24.10/NVIDIA-L4/")
-    assert up.parse_target("s3://b") == ("b", "")
-    with pytest.raises(ValueError):
-        up.parse_target("http://b/x")
-
-
-@pytest.mark.integration
-def test_upload_mirrors_a_repository_into_s3(tmp_path: Path, started_weed) -> None:
-    up = _uploader()
-    s3_client = started_weed[0]()
-    repo = tmp_path / "models"
-    (repo / "aspects" / "1").mkdir(parents=True)
-    (repo / "aspects" / "config.pbtxt").write_text('name: "aspects"\n')
-    (repo / "unet" / "1").mkdir(parents=True)
-    (repo / "unet" / "config.pbtxt").write_text('name: "unet"\n')
-    (repo / "unet" / "1" / "model.plan").write_bytes(b"\x00plan")
-    bucket = "aspects-upload-test"
-    s3_client.create_bucket(Bucket=bucket)
-    s3_client.put_object(Bucket=bucket, Key="triton-24.10/NVIDIA-L4/unet/1/model.onnx", Body=b"old")
-    s3_client.put_object(Bucket=bucket, Key="other/keep.txt", Body=b"keep")
-
-    keys = up.upload_repository(repo, f"s3://{bucket}/triton-24.10/NVIDIA-L4", client=s3_client)
-
-    prefix = "triton-24.10/NVIDIA-L4/"
-    expected = {
-        prefix + k
-        for k in ("aspects/config.pbtxt", "aspects/1/", "unet/config.pbtxt", "unet/1/model.plan")
-    }
-    assert set(keys) == expected
-    listed = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert listed == expected | {"other/keep.txt"}  # stale engine gone, others untouched
-    body = s3_client.get_object(Bucket=bucket, Key=prefix + "unet/1/model.plan")["Body"].read()
-    assert body == b"\x00plan"
-    with pytest.raises(ValueError):
-        up.upload_repository(tmp_path, f"s3://{bucket}/x", client=s3_client)
+    assert result.returncode == 0, result.stderr
+    assert calls == ["onnx", "tensorrt", "repository", "release"]
+    publish = (tmp_path / "calls.txt").read_text().splitlines()[-1]
+    assert publish == (
+        f"release publish --repository {tmp_path / 'models'} "
+        "--store s3://models/triton-24.10/NVIDIA-L4 --triton-release 24.10"
+    )
+    assert result.stdout.splitlines()[-1] == "20260101T000000Z-abc"
+    assert id_file.read_text() == "20260101T000000Z-abc\n"
+    # without a store: nothing published
+    result, calls = _run_exporter(tmp_path)
+    assert result.returncode == 0 and "release" not in calls

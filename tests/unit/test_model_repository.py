@@ -261,8 +261,7 @@ def test_generated_cpu_repository_agrees_with_contract_and_committed(
 
 
 def test_generated_gpu_repository_layout(stand_in_onnx_dir: Path, tmp_path: Path) -> None:
-    engine = tmp_path / "unet.plan"
-    engine.write_bytes(b"engine")
+    engine = _engine_with_key(tmp_path / "unet.plan", b"engine")
     out = repo.write_repository(stand_in_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
     for name in ALL_MODELS:  # committed text kept byte for byte (the unet: as a prefix)
         written = (out / name / repo.CONFIG_FILE).read_bytes()
@@ -272,6 +271,10 @@ def test_generated_gpu_repository_layout(stand_in_onnx_dir: Path, tmp_path: Path
         else:
             assert written == committed, name
     assert (out / contract.UNET_MODEL / "1" / "model.plan").read_bytes() == b"engine"
+    # its cache key beside it, checked before Triton loads it (aspects_export.releases)
+    assert (out / contract.UNET_MODEL / "1" / "model.plan.json").read_bytes() == (
+        engine.with_name("unet.plan.json").read_bytes()
+    )
     assert (out / contract.UNET_MODEL / "1" / "model.onnx").is_file()  # the fallback
     assert (out / contract.UNET_MODEL / "configs" / "onnxruntime.pbtxt").is_file()
     for name in (contract.PREPROCESS_MODEL, contract.POSTPROCESS_MODEL):
@@ -482,8 +485,7 @@ def noted_onnx_dir(stand_in_onnx_dir: Path) -> Path:
 def test_gpu_repository_records_the_unet_checkpoint(noted_onnx_dir: Path, tmp_path: Path):
     """Before: the GPU layout copied the committed configs verbatim and lost the checkpoint;
     only the CPU layout recorded it.  Parsed offline: there is no GPU here."""
-    engine = tmp_path / "unet.plan"
-    engine.write_bytes(b"an engine")
+    engine = _engine_with_key(tmp_path / "unet.plan", b"an engine")
     out = repo.write_repository(noted_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
     onnx_sha = _sha256(noted_onnx_dir / f"{contract.UNET_MODEL}.onnx")
     assert (out / contract.UNET_MODEL / "1" / "model.onnx").read_bytes() == (
@@ -525,8 +527,7 @@ def test_gpu_repository_from_an_engine_alone_says_what_it_knows(
     stand_in_onnx_dir: Path, tmp_path: Path
 ) -> None:
     (stand_in_onnx_dir / f"{contract.UNET_MODEL}.onnx").unlink()
-    engine = tmp_path / "unet.plan"
-    engine.write_bytes(b"an engine")
+    engine = _engine_with_key(tmp_path / "unet.plan", b"an engine")
     out = repo.write_repository(stand_in_onnx_dir, tmp_path / "gpu", "gpu", engine=engine)
     unet = out / contract.UNET_MODEL
     checkpoint = repo.parse_config(unet / repo.CONFIG_FILE).parameters[repo.PARAM_CHECKPOINT]
@@ -598,3 +599,74 @@ def test_restricted_api_args() -> None:
     for key, value in (("", "x"), ("a:b", "x"), ("k", "a,b"), ("k", "a=b"), ("k", "a b")):
         with pytest.raises(ExportError, match="restricted API"):
             repo.restricted_api_args(key, value)
+
+
+def _engine_with_key(path: Path, data: bytes, onnx: Path | None = None) -> Path:
+    """A stand-in engine file and the cache key build_engine writes beside it."""
+    import json
+
+    path.write_bytes(data)
+    key = {"onnx_sha256": _sha256(onnx) if onnx else "", "gpu_name": "NVIDIA L4",
+           "tensorrt_version": "10.5.0.18", "precision": "fp16", "profile_batch": [1, 8, 16]}
+    path.with_name(path.name + ".json").write_text(json.dumps(key))
+    return path
+
+
+# --- the CPU-host profile (issue 15): `tritonserver --model-config-name=openvino` -----------
+
+# What the Triton 24.10 OpenVINO backend reads (openvino_backend branch r24.10: README
+# "Parameters", ModelState::ParseParameters in src/openvino.cc); it refuses other values of
+# HINT_BF16 than YES and knows no key for f32.
+OPENVINO_BACKEND_PARAMETERS = {
+    "PERFORMANCE_HINT", "CPU_EXTENSION_PATH", "INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS",
+    "HINT_BF16", "NUM_STREAMS", "SKIP_OV_DYNAMIC_BATCHSIZE", "ENABLE_BATCH_PADDING",
+    "RESHAPE_IO_LAYERS",
+}
+CPU_HOST_CONFIG = "openvino.pbtxt"
+
+
+def test_cpu_host_profile_runs_every_step_on_the_cpu() -> None:
+    """One flag selects a KIND_CPU config for every step: pre/postprocess on onnxruntime,
+    the unet on Triton's OpenVINO backend with bf16 asked for explicitly."""
+    defaults = repo.load_committed_configs()
+    assert not (COMMITTED / contract.ENSEMBLE_MODEL / repo.CUSTOM_CONFIGS_DIR).exists()
+    for name in contract.STEP_MODELS:
+        config = repo.parse_config(COMMITTED / name / repo.CUSTOM_CONFIGS_DIR / CPU_HOST_CONFIG)
+        default = defaults[name]
+        assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU], name
+        for field in ("input", "output", "max_batch_size", "model_warmup"):
+            assert getattr(config, field) == getattr(default, field), (name, field)
+        for field in ("priority_levels", "default_priority_level", "default_queue_policy"):
+            assert getattr(config.dynamic_batching, field) == getattr(
+                default.dynamic_batching, field
+            ), (name, field)
+        if name != contract.UNET_MODEL:
+            assert config.platform == "onnxruntime_onnx" and not config.backend, name
+            assert config.parameters == default.parameters, name
+            assert config.dynamic_batching == default.dynamic_batching, name
+            continue
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        assert config.backend == "openvino" and not config.platform
+        assert config.default_model_filename == repo.ONNX_MODEL_FILE  # the exported graph
+        assert set(params) <= OPENVINO_BACKEND_PARAMETERS, set(params) - OPENVINO_BACKEND_PARAMETERS
+        assert params["HINT_BF16"] == "YES"  # explicit: never the CPU's silent default
+        assert (params["PERFORMANCE_HINT"], params["NUM_STREAMS"]) == ("LATENCY", "1")
+        # the backend fixes the batch at max_batch_size: other sizes need padding, and the
+        # batcher aims for the size every execution computes anyway
+        assert params["ENABLE_BATCH_PADDING"] == "YES"
+        assert list(config.dynamic_batching.preferred_batch_size) == [contract.MAX_BATCH_SIZE]
+
+
+def test_gpu_layout_copies_the_cpu_host_profile_with_the_checkpoint(
+    noted_onnx_dir: Path, tmp_path: Path
+) -> None:
+    out = repo.write_repository(noted_onnx_dir, tmp_path / "gpu", "gpu")
+    onnx_sha = _sha256(noted_onnx_dir / f"{contract.UNET_MODEL}.onnx")
+    unet = repo.parse_config(out / contract.UNET_MODEL / repo.CUSTOM_CONFIGS_DIR / CPU_HOST_CONFIG)
+    assert unet.parameters[repo.PARAM_CHECKPOINT].string_value == (
+        f"{NOTE}; unet.onnx sha256:{onnx_sha}"
+    )
+    assert (out / contract.UNET_MODEL / repo.VERSION / repo.ONNX_MODEL_FILE).is_file()
+    for name in (contract.PREPROCESS_MODEL, contract.POSTPROCESS_MODEL):
+        path = Path(repo.CUSTOM_CONFIGS_DIR) / CPU_HOST_CONFIG
+        assert (out / name / path).read_bytes() == (COMMITTED / name / path).read_bytes(), name
