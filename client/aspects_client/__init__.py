@@ -58,6 +58,24 @@ _ERRORS = (
     "ExportError",
     "CheckpointError",
     "LocalServerError",
+    # DICOM input (aspects_client.dicom_input)
+    "DicomInputError",
+    "NotDicomError",
+    "UnreadableDicomError",
+    "UnsafeArchiveError",
+    "MixedSeriesError",
+    "NotDiffusionError",
+    "UnsupportedDicomError",
+    "MissingSlicesError",
+    "DuplicateSlicesError",
+    "InconsistentGeometryError",
+    "GantryTiltError",
+    # DICOM outputs and C-STORE (aspects_client.dicom_output, .dicom_send)
+    "DicomOutputError",
+    "DicomSendError",
+    "DicomNodeUnreachableError",
+    "AssociationRejectedError",
+    "StoreFailedError",
 )
 _EXPORTS.update({name: "errors" for name in _ERRORS})
 __all__ = ["__version__", *_EXPORTS]

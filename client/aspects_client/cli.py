@@ -105,6 +105,16 @@ def triton_url(text: str) -> str:
 # --- the parser ---------------------------------------------------------------------------
 
 
+def _destination(text: str) -> Any:
+    """``AE@host:port`` -> DicomNode (argparse type: a bad value is a usage error)."""
+    from .dicom_send import parse_destination
+
+    try:
+        return parse_destination(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -114,7 +124,25 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     g = sub.add_parser("segment", help="segment volumes through the Triton ensemble")
-    g.add_argument("sources", nargs="+", metavar="SOURCE", help="s3://bucket/key or a file")
+    g.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="s3://bucket/key or a NIfTI file; or DICOM: a folder, a .zip or s3://bucket/prefix/",
+    )
+    g.add_argument(  # DICOM input (issue 16)
+        "--dicom-files",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="one more source: these DICOM files together (the DWI and ADC series)",
+    )
+    g.add_argument(
+        "--series",
+        default=None,
+        metavar="NUMBER_OR_UID",
+        help="the DWI series of a DICOM source when several qualify (SeriesNumber or UID)",
+    )
     _add_output_arguments(g, "contours JSON file (one source) or directory/ (several sources)")
     g.add_argument(
         "--url",
@@ -160,8 +188,9 @@ def build_parser() -> Parser:
         action="append",
         default=None,
         metavar="ADC",
-        help="ADC map of the same patient (s3:// or file; implies --score); repeat once per "
-        "SOURCE, in the same order",
+        help="ADC map of the same patient (s3://, a file, or a DICOM folder/zip/prefix; implies "
+        "--score); repeat once per SOURCE, in the same order (a DICOM SOURCE's own ADC series "
+        "is used without it)",
     )
     g.add_argument(
         "--adc-scale",
@@ -177,6 +206,25 @@ def build_parser() -> Parser:
         default=False,
         metavar="PATH",
         help="also write the lesion map .nii.gz (1 = lesion; implies --score; --lesion=PATH)",
+    )
+    d = g.add_argument_group("DICOM outputs (a DICOM SOURCE only; docs/dicom.md)")
+    for flag, what in (
+        ("--seg", "a DICOM SEG of the 20 region x hemisphere segments (<name>_seg.dcm)"),
+        ("--report", "the ASPECTS result as a DICOM structured report (<name>_report.dcm; "
+         "implies --score and --seg)"),
+        ("--capture", "the overlay as a DICOM secondary capture (<name>_overlay.dcm)"),
+    ):
+        d.add_argument(flag, nargs="?", const=True, default=False, metavar="PATH", help=what)
+    d.add_argument(
+        "--send",
+        type=_destination,
+        default=None,
+        metavar="AE@HOST:PORT",
+        help="C-STORE the DICOM outputs (the SEG, plus the report when scoring and the capture "
+        "when asked) to this DICOM node after writing the files",
+    )
+    d.add_argument(
+        "--calling-ae", default="ASPECTS", metavar="AE", help="our AE title (default %(default)s)"
     )
     g.set_defaults(func=_cmd_segment)
 
@@ -207,6 +255,12 @@ def _add_output_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
         default=False,
         metavar="PATH",
         help="also write an overlay PNG (default name: beside -o; --overlay=PATH)",
+    )
+    p.add_argument(
+        "--viewer",
+        action="store_true",
+        help="also write the region x hemisphere label map (20 labels) with a 3D Slicer colour "
+        "table, an ITK-SNAP label file and a TSV, beside -o (<name>_regions.*)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
@@ -303,12 +357,30 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from .client import AspectsClient
+    from .dicom_input import check_dicom_source, dicom_source_name, is_dicom_source
     from .inference import InferenceSettings
     from .storage import S3Settings, check_source_string
 
-    sources: list[str] = args.sources
-    for source in sources:
-        check_source_string(source)
+    def check(source: str) -> None:
+        if is_dicom_source(source):
+            check_dicom_source(source)
+        else:
+            check_source_string(source)
+
+    sources: list[str] = list(args.sources)
+    inputs: list[Any] = list(sources)  # what segment() reads: a source, or a list of files
+    if args.dicom_files:
+        sources.append(dicom_source_name(args.dicom_files))
+        inputs.append(list(args.dicom_files))
+    if not sources:
+        raise UsageError("no SOURCE given; give files, s3:// URLs, DICOM folders or --dicom-files")
+    for source in args.sources:
+        check(source)
+    any_dicom = any(is_dicom_source(source) for source in inputs)
+    if args.series is not None and not any_dicom:
+        raise UsageError("--series chooses a DICOM series, but no SOURCE is DICOM")
+    if args.volume_index is not None and any_dicom:
+        raise UsageError("--volume-index is for 4D NIfTI; choose a DICOM series with --series")
     if args.name is not None and len(sources) > 1:
         raise UsageError(f"--name records one source's name, but {len(sources)} were given")
     adcs: list[str | None] = list(args.adc) if args.adc else [None] * len(sources)
@@ -318,12 +390,38 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         )
     for adc in adcs:
         if adc is not None:
-            check_source_string(adc)
-    scoring = bool(args.score or args.adc or args.lesion)
+            check(adc)
+    wants_dicom = bool(args.seg or args.report or args.capture or args.send)
+    if wants_dicom:
+        not_dicom = [s for s, i in zip(sources, inputs, strict=True) if not is_dicom_source(i)]
+        if not_dicom:
+            raise UsageError(
+                f"--seg/--report/--capture/--send build DICOM objects that reference the source "
+                f"series, but {printable(not_dicom[0])} is not DICOM; send a DICOM folder, zip, "
+                "s3:// prefix or --dicom-files"
+            )
+    if args.send is not None:
+        from .dicom_send import check_ae_title
+
+        check_ae_title(args.calling_ae, "--calling-ae")
+    seg = args.seg or bool(args.report)  # the report references the SEG's segments
+    scoring = bool(args.score or args.adc or args.lesion or args.report)
     plans = plan_outputs(
-        sources, args.output, labels=args.labels, overlay=args.overlay, lesion=args.lesion
+        sources,
+        args.output,
+        labels=args.labels,
+        overlay=args.overlay,
+        lesion=args.lesion,
+        viewer=args.viewer,
+        seg=seg,
+        report=args.report,
+        capture=args.capture,
     )
-    check_plan(plans, [*sources, *(a for a in adcs if a)], overwrite=args.overwrite)
+    check_plan(
+        plans,
+        [*args.sources, *(args.dicom_files or ()), *(a for a in adcs if a)],
+        overwrite=args.overwrite,
+    )
     settings = InferenceSettings(
         timeout_s=args.timeout,
         deadline_s=args.deadline,
@@ -342,7 +440,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     stop = threading.Event()
     total = len(sources)
     failures = 0
-    want_overlay = any(p.overlay is not None for p in plans)
+    want_overlay = any(p.overlay is not None or p.capture is not None for p in plans)
     with (
         AspectsClient(
             args.url, s3=s3, inference=settings, overlay=want_overlay, wait_s=args.wait
@@ -353,17 +451,32 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         def one(index: int) -> tuple[float, Path]:
             t = time.perf_counter()
             plan = plans[index]
+            source = inputs[index]
             result = client.segment(
-                plan.source,
+                source,
                 name=args.name,
                 volume_index=args.volume_index,
+                series=args.series if is_dicom_source(source) else None,
                 cancel=stop,
                 progress=display.slices,
                 score=scoring,
                 adc=adcs[index],
                 adc_scale=args.adc_scale,
             )
-            commit(_files_of(plan, result), overwrite=args.overwrite, cancel=stop)
+            datasets = _dicom_datasets(plan, result, send=args.send is not None)
+            commit(_files_of(plan, result, datasets), overwrite=args.overwrite, cancel=stop)
+            if args.send is not None:  # after the files: a failed send keeps them (exit 1)
+                from .dicom_send import send_datasets
+
+                node = args.send
+                send_datasets(
+                    list(datasets.values()),
+                    host=node.host,
+                    port=node.port,
+                    called_ae=node.ae_title,
+                    calling_ae=args.calling_ae,
+                    timeout_s=args.timeout,
+                )
             warn_qc(plan.source, result.qc)
             if result.score is not None:
                 print(f"{printable(plan.source)}: {score_line(result.score)}", flush=True)
@@ -399,7 +512,23 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else 0
 
 
-def _files_of(plan: SourceOutputs, result: Any) -> dict[Path, bytes]:
+def _dicom_datasets(plan: SourceOutputs, result: Any, *, send: bool) -> dict[str, Any]:
+    """The DICOM objects this source's plan writes (and ``--send`` sends): the SEG when
+    written or sent, the report when written or when sending a scored result, the capture
+    when written."""
+    seg = plan.seg is not None or send
+    report = plan.report is not None or (send and result.score is not None)
+    capture = plan.capture is not None
+    if not (seg or report or capture):
+        return {}
+    from .dicom_output import dicom_outputs
+
+    return dicom_outputs(result, seg=seg, report=report, capture=capture)
+
+
+def _files_of(
+    plan: SourceOutputs, result: Any, datasets: dict[str, Any] | None = None
+) -> dict[Path, bytes]:
     files = {plan.json: result.contours_json().encode()}
     if plan.labels is not None:
         files[plan.labels] = result.label_map_bytes()
@@ -407,7 +536,26 @@ def _files_of(plan: SourceOutputs, result: Any) -> dict[Path, bytes]:
         files[plan.overlay] = result.overlay_png
     if plan.lesion is not None:
         files[plan.lesion] = result.lesion_map_bytes()
+    files.update(_viewer_files(plan, result.region_image))
+    if datasets:
+        from .dicom_output import dataset_bytes
+
+        for key, path in (("seg", plan.seg), ("sr", plan.report), ("sc", plan.capture)):
+            if path is not None:
+                files[path] = dataset_bytes(datasets[key])
     return files
+
+
+def _viewer_files(plan: SourceOutputs, region_image: Any) -> dict[Path, bytes]:
+    """``plan.viewer``'s four files (``outputs.VIEWER_SUFFIXES`` order) from the 20-label map."""
+    if not plan.viewer:
+        return {}
+    from .outputs import VIEWER_SUFFIXES
+    from .viewer_files import viewer_files
+
+    produced = viewer_files(region_image, "x")
+    pairs = zip(plan.viewer, VIEWER_SUFFIXES, strict=True)
+    return {path: produced["x" + suffix] for path, suffix in pairs}
 
 
 def score_line(score: dict) -> str:
@@ -507,7 +655,9 @@ def _cmd_contours(args: argparse.Namespace) -> int:
     from .labelmap import label_map_bytes
     from .volume_io import load_volume
 
-    plans = plan_outputs([args.volume], args.output, labels=args.labels, overlay=args.overlay)
+    plans = plan_outputs(
+        [args.volume], args.output, labels=args.labels, overlay=args.overlay, viewer=args.viewer
+    )
     check_plan(plans, [args.volume, args.label_input], overwrite=args.overwrite)
     plan = plans[0]
     t0 = time.perf_counter()
@@ -541,6 +691,7 @@ def _cmd_contours(args: argparse.Namespace) -> int:
         files[plan.labels] = label_map_bytes(result.label_image)
     if plan.overlay is not None and result.overlay_png is not None:
         files[plan.overlay] = result.overlay_png
+    files.update(_viewer_files(plan, result.region_image))
     commit(files, overwrite=args.overwrite)
     warn_qc(args.volume, result.document["qc"])
     print(f"wrote {printable(str(plan.json))} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)

@@ -26,12 +26,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 
 from . import __version__, contract
 from .assemble import assemble
+from .dicom_input import check_dicom_source, dicom_source_name, is_dicom_source
 from .display_stack import prepare
 from .document import dumps
 from .errors import AspectsError, CancelledError, UsageError
@@ -42,7 +43,11 @@ from .outputs import printable
 from .storage import S3Settings, check_source_string, fetch_object, is_s3_url, make_s3_client
 from .volume_io import Limits, Volume, load_volume
 
-Source = str | Path | bytes | bytearray | memoryview | nib.spatialimages.SpatialImage
+if TYPE_CHECKING:
+    from .dicom_input import DicomStudy
+
+# a DICOM source (aspects_client.dicom_input): a folder, a .zip, a list of files, s3://b/prefix/
+Source = str | Path | bytes | bytearray | memoryview | nib.spatialimages.SpatialImage | list | tuple
 Progress = Callable[[int, int], None]  # (slices done since last call, slices added to total)
 
 log = logging.getLogger("aspects_client")
@@ -72,6 +77,9 @@ class SegmentationResult:
     # uint8, source grid: 1..10 = m1..ic patient right, 11..20 = m1..ic patient left (viewers,
     # DICOM SEG; contract.region_hemisphere_label)
     region_image: nib.Nifti1Image | None = None
+    # the DICOM series read (DICOM sources only): DWI (and ADC) volumes with their instances,
+    # so that outputs (SEG, SR) can reference them
+    dicom: DicomStudy | None = None
 
     @property
     def score(self) -> dict[str, Any] | None:
@@ -148,8 +156,10 @@ class AspectsClient:
         adc_scale: float | None = None,
         rule: ScoringRule | None = None,
         priority: str | None = None,
+        series: str | int | None = None,
     ) -> SegmentationResult:
-        """Segment one volume: an ``s3://`` URL, a path, bytes or a nibabel image.
+        """Segment one volume: an ``s3://`` URL, a path, bytes or a nibabel image, or a
+        DICOM series: a folder, a .zip, a list of files or an ``s3://bucket/prefix/``.
 
         name: what the results record as ``source.name`` and the overlay title (default:
         the file name without its directories or S3 prefix; "" records nothing) — the
@@ -164,10 +174,19 @@ class AspectsClient:
         detected, ``rule`` the lesion/affected thresholds (default: the contract's).
         priority: ``"urgent"`` (served first) or ``"batch"``; default: the client's
         ``InferenceSettings.priority``; sent with every request and kept in the provenance.
+        DICOM (``aspects_client.dicom_input``): the DWI series is selected from the input
+        (``series``: its SeriesNumber or SeriesInstanceUID when several qualify), and with
+        ``score`` the input's ADC series too (an explicit ``adc`` wins; it may be DICOM as
+        well); ``result.dicom`` keeps the series read.
         """
         if priority is not None:  # priority (issue 15): refused before any work
             check_priority(priority, "priority")
         _check_source_type(source)
+        dicom = is_dicom_source(source)
+        if dicom and volume_index is not None:
+            raise UsageError("volume_index is for 4D NIfTI; choose a DICOM series with series=")
+        if series is not None and not dicom:
+            raise UsageError("series= chooses a DICOM series; the source is not DICOM")
         if name is not None and not isinstance(name, str):
             raise UsageError(f"name must be a string, got {type(name).__name__}")
         request_id = request_id or uuid.uuid4().hex
@@ -177,15 +196,27 @@ class AspectsClient:
         recorded = recorded_name(source) if name is None else name
         log.debug("request %s: %s", request_id, recorded)
         _check_cancel(cancel)
-        volume = self._load(source, label, volume_index, cancel, timings)
+        study = None
+        if dicom:
+            label = label or recorded
+            study = self._read_dicom(source, label, series, bool(score) and adc is None, cancel)
+            volume = load_volume(study.dwi.image, name=label, limits=self.limits)
+        else:
+            volume = self._load(source, label, volume_index, cancel, timings)
         volume = dataclasses.replace(volume, source=recorded)
         timings["decode_validate"] = time.perf_counter() - t - timings.get("download", 0.0)
         adc_volume = None
         if adc is not None:
             _check_source_type(adc)
             adc_label = str(adc) if isinstance(adc, (str, Path)) else "<ADC>"
-            adc_volume = self._load(adc, adc_label, None, cancel, {})
+            if is_dicom_source(adc):
+                adc_volume = self._load_dicom_adc(adc, adc_label, cancel)
+            else:
+                adc_volume = self._load(adc, adc_label, None, cancel, {})
             adc_volume = dataclasses.replace(adc_volume, source=recorded_name(adc))
+        elif study is not None and study.adc is not None and score:
+            adc_volume = load_volume(study.adc.image, name=f"{label} (ADC)", limits=self.limits)
+            adc_volume = dataclasses.replace(adc_volume, source=f"{recorded} (ADC)")
         _check_cancel(cancel)
         t = time.perf_counter()
         prepared = prepare(volume)
@@ -287,6 +318,7 @@ class AspectsClient:
             timings_s=timings,
             lesion_image=scored.lesion_image if scored is not None else None,
             region_image=result.region_image,
+            dicom=study,
         )
 
     def _load(
@@ -310,6 +342,41 @@ class AspectsClient:
         timings["download"] = time.perf_counter() - t
         return load_volume(raw, name=label, volume_index=volume_index, limits=self.limits)
 
+    def _read_dicom(
+        self,
+        source: Any,
+        label: str,
+        series: str | int | None,
+        want_adc: bool,
+        cancel: threading.Event | None,
+    ) -> DicomStudy:
+        """The DWI (and, when asked, ADC) series of a DICOM source."""
+        from .dicom_input import read_dicom
+
+        return read_dicom(
+            source,
+            s3_client=self._s3_client() if is_s3_url(source) else None,
+            label=label,
+            limits=self.limits,
+            series=series,
+            adc=want_adc,
+            max_object_bytes=self.s3_settings.max_object_bytes,
+            cancel=cancel,
+        )
+
+    def _load_dicom_adc(self, source: Any, label: str, cancel: threading.Event | None) -> Volume:
+        from .dicom_input import read_dicom_adc
+
+        series = read_dicom_adc(
+            source,
+            s3_client=self._s3_client() if is_s3_url(source) else None,
+            label=label,
+            limits=self.limits,
+            max_object_bytes=self.s3_settings.max_object_bytes,
+            cancel=cancel,
+        )
+        return load_volume(series.image, name=label, limits=self.limits)
+
     def close(self) -> None:
         self._segmenter.close()
 
@@ -322,7 +389,10 @@ class AspectsClient:
 
 def recorded_name(source: Source) -> str:
     """What a result records by default: the last path segment of a path or S3 key (no
-    directories, no bucket or prefix, which often hold patient identifiers)."""
+    directories, no bucket or prefix, which often hold patient identifiers); for DICOM the
+    folder's, zip's or prefix's last segment (never anything from the files)."""
+    if is_dicom_source(source):
+        return dicom_source_name(source)  # type: ignore[arg-type]
     if isinstance(source, (str, Path)):
         return str(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     if isinstance(source, nib.spatialimages.SpatialImage):
@@ -331,11 +401,15 @@ def recorded_name(source: Source) -> str:
 
 
 def _check_source_type(source: object) -> None:
+    if is_dicom_source(source):
+        check_dicom_source(source)
+        return
     if isinstance(source, bool) or not isinstance(
         source, (str, Path, bytes, bytearray, memoryview, nib.spatialimages.SpatialImage)
     ):
         raise UsageError(
-            "source must be an s3:// URL, a file path, NIfTI bytes or a nibabel image, "
+            "source must be an s3:// URL, a file path, NIfTI bytes, a nibabel image or a DICOM "
+            "series (a folder, a .zip, a list of files or an s3://bucket/prefix/), "
             f"got {type(source).__name__}"
         )
     if isinstance(source, str):

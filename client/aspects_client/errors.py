@@ -151,3 +151,79 @@ class CheckpointError(ExportError):
 
 class LocalServerError(AspectsError):
     """A local helper server (tritonserver, SeaweedFS) failed to start or stop."""
+
+
+# --- DICOM input (a DWI / ADC series from a folder, files, a zip or an S3 prefix) ---------
+
+
+class DicomInputError(InvalidVolumeError):
+    """The DICOM input cannot give one DWI volume; base of the DICOM errors below."""
+
+
+class NotDicomError(DicomInputError):
+    """A file that should be DICOM is not (no Part 10 'DICM' preamble), a zip that is not a
+    zip, or an input without any DICOM image."""
+
+
+class UnreadableDicomError(DicomInputError):
+    """A DICOM file that cannot be parsed, or whose pixel data cannot be decoded."""
+
+
+class UnsafeArchiveError(DicomInputError):
+    """A zip member with an absolute path or a '..' segment, or an encrypted member."""
+
+
+class MixedSeriesError(DicomInputError):
+    """Several series qualify (several DWI or ADC series), or a chosen series is absent:
+    choose one with ``series=`` / ``--series NUMBER_OR_UID``."""
+
+
+class NotDiffusionError(DicomInputError):
+    """No DWI series in the input: no diffusion b-value > 0, only b = 0, only directional
+    (non-trace) images, or not MR at all."""
+
+
+class UnsupportedDicomError(DicomInputError):
+    """A DWI series in a form this reader does not handle (Siemens mosaic, colour)."""
+
+
+class MissingSlicesError(DicomInputError):
+    """Slices are missing from the series (a gap of about twice the spacing or more), or
+    too few slices for a volume."""
+
+
+class DuplicateSlicesError(DicomInputError):
+    """Two images of the selected series and b-value sit at the same slice position."""
+
+
+class InconsistentGeometryError(DicomInputError):
+    """The images of one series differ in size, orientation or pixel spacing, their
+    spacing varies, or their positions are not on one line."""
+
+
+class GantryTiltError(InconsistentGeometryError):
+    """The slices are sheared (gantry tilt) by more than the supported angle."""
+
+
+# --- DICOM outputs and sending (issue 16) ----------------------------------------------------
+
+
+class DicomOutputError(AspectsError):
+    """A DICOM output cannot be built from this source series (e.g. several enhanced
+    multi-frame instances in one series)."""
+
+
+class DicomSendError(AspectsError):
+    """Sending the DICOM outputs to a DICOM node failed (CLI: the files written are kept)."""
+
+
+class DicomNodeUnreachableError(DicomSendError):
+    """No association could be opened: the host/port is not reachable or nothing listens."""
+
+
+class AssociationRejectedError(DicomSendError):
+    """The node refused the association (AE titles) or every presentation context."""
+
+
+class StoreFailedError(DicomSendError):
+    """The node answered a C-STORE with a failure status, or the association broke."""

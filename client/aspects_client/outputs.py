@@ -38,6 +38,17 @@ JSON_SUFFIX = ".json"
 LABELS_SUFFIX = "_labels.nii.gz"
 OVERLAY_SUFFIX = "_overlay.png"
 LESION_SUFFIX = "_lesion.nii.gz"
+# viewer files (aspects_client.viewer_files): the 20-label map and its colour tables
+REGIONS_SUFFIX = "_regions"
+REGIONS_NIFTI_SUFFIX = REGIONS_SUFFIX + ".nii.gz"
+SLICER_SUFFIX = REGIONS_SUFFIX + ".ctbl"
+ITKSNAP_SUFFIX = REGIONS_SUFFIX + ".itksnap.txt"
+TSV_SUFFIX = REGIONS_SUFFIX + ".tsv"
+VIEWER_SUFFIXES = (REGIONS_NIFTI_SUFFIX, SLICER_SUFFIX, ITKSNAP_SUFFIX, TSV_SUFFIX)
+# DICOM outputs (aspects_client.dicom_output)
+SEG_SUFFIX = "_seg.dcm"
+REPORT_SUFFIX = "_report.dcm"
+CAPTURE_SUFFIX = "_overlay.dcm"
 _NIFTI_SUFFIXES = (".nii.gz", ".nii", ".gz")
 _FILE_MODE = 0o644
 
@@ -53,16 +64,22 @@ _UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thr
 
 @dataclass(frozen=True)
 class SourceOutputs:
-    """The files one source produces: contours JSON always, label map / overlay if asked."""
+    """The files one source produces: contours JSON always, the others if asked."""
 
     source: str
     json: Path
     labels: Path | None = None
     overlay: Path | None = None
     lesion: Path | None = None
+    viewer: tuple[Path, ...] = ()  # VIEWER_SUFFIXES, in that order
+    seg: Path | None = None
+    report: Path | None = None
+    capture: Path | None = None
 
     def paths(self) -> list[Path]:
-        return [p for p in (self.json, self.labels, self.overlay, self.lesion) if p is not None]
+        single = (self.json, self.labels, self.overlay, self.lesion)
+        dicom = (self.seg, self.report, self.capture)
+        return [p for p in (*single, *self.viewer, *dicom) if p is not None]
 
 
 def plan_outputs(
@@ -72,6 +89,10 @@ def plan_outputs(
     labels: bool | str = False,
     overlay: bool | str = False,
     lesion: bool | str = False,
+    viewer: bool = False,
+    seg: bool | str = False,
+    report: bool | str = False,
+    capture: bool | str = False,
 ) -> list[SourceOutputs]:
     """Where each source's outputs go.
 
@@ -79,15 +100,24 @@ def plan_outputs(
     ends with ``/`` or is an existing directory.  Several sources: ``output`` must be a
     directory (existing, or ending with ``/``); each source writes ``<stem>.json``,
     ``<stem>_labels.nii.gz``, ``<stem>_overlay.png`` (``<stem>_lesion.nii.gz``) there.
-    ``labels`` / ``overlay`` / ``lesion``: False
-    (not written), True (the derived name) or an explicit path (one source only).
+    ``labels`` / ``overlay`` / ``lesion`` / ``seg`` / ``report`` / ``capture``: False
+    (not written), True (the derived name) or an explicit path (one source only);
+    ``viewer``: the four viewer files (``VIEWER_SUFFIXES``) beside the JSON.
     """
     if not output:
         raise OutputConflictError("-o/--output is empty; give a JSON file or a directory/")
     out = Path(output)
     as_dir = output.endswith(("/", os.sep)) or out.is_dir()
     if len(sources) > 1:
-        for name, value in (("--labels", labels), ("--overlay", overlay), ("--lesion", lesion)):
+        named = (
+            ("--labels", labels),
+            ("--overlay", overlay),
+            ("--lesion", lesion),
+            ("--seg", seg),
+            ("--report", report),
+            ("--capture", capture),
+        )
+        for name, value in named:
             if isinstance(value, str):
                 raise OutputConflictError(
                     f"{name} PATH names one file, but {len(sources)} sources were given; "
@@ -114,6 +144,10 @@ def plan_outputs(
                 labels=_optional(labels, base, LABELS_SUFFIX),
                 overlay=_optional(overlay, base, OVERLAY_SUFFIX),
                 lesion=_optional(lesion, base, LESION_SUFFIX),
+                viewer=tuple(_optional(True, base, x) for x in VIEWER_SUFFIXES) if viewer else (),
+                seg=_optional(seg, base, SEG_SUFFIX),
+                report=_optional(report, base, REPORT_SUFFIX),
+                capture=_optional(capture, base, CAPTURE_SUFFIX),
             )
         )
     return plans
@@ -128,11 +162,12 @@ def _optional(value: bool | str, base: Path, suffix: str) -> Path | None:
 
 
 def source_stem(source: str) -> str:
-    """The output file stem of a source: its last path segment without .nii(.gz).
+    """The output file stem of a source: its last path segment without .nii(.gz) (or .zip);
+    a DICOM folder or S3 prefix ending in '/' gives its last non-empty segment.
 
     Refuses what cannot name a file inside the output directory (empty, ``.``, ``..``)."""
-    name = source.rsplit("/", 1)[-1]
-    for ext in _NIFTI_SUFFIXES:
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    for ext in (*_NIFTI_SUFFIXES, ".zip"):
         if name.endswith(ext):
             name = name[: -len(ext)]
             break

@@ -234,3 +234,8 @@ def oracle_in_process(oracle_onnx_dir: Path) -> InProcessEnsemble:
 def effb3_in_process(effb3_onnx_dir: Path) -> InProcessEnsemble:
     """In-process onnxruntime chain with the real effb3 unet."""
     return InProcessEnsemble(effb3_onnx_dir)
+
+
+# --- DICOM Store SCP (issue 16; tests/integration/dicom_fixtures.py) ------------------------
+from .dicom_fixtures import case, store_scp  # noqa: E402, F401
+# --- end DICOM Store SCP -------------------------------------------------------------------

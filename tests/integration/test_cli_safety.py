@@ -182,7 +182,7 @@ def test_request_id_and_recorded_name(triton_oracle, tmp_path):
         assert other.document["source"]["name"] == ""
 
 
-@pytest.mark.parametrize("bad", [None, 3, True, ["a.nii"], 1.5])
+@pytest.mark.parametrize("bad", [None, 3, True, [], [3], 1.5])  # a list of paths is DICOM
 def test_api_misuse_is_a_usage_error(triton_oracle, bad):
     with AspectsClient(triton_oracle.server.grpc_url) as client, pytest.raises(UsageError):
         client.segment(bad)
