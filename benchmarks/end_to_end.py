@@ -250,7 +250,7 @@ def write_plot(raw: dict[str, Any], path: Path) -> None:
 
     s, m = raw["summary"], raw["machine"]
     thr = s["clean_threshold"]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=120)
     cs = sorted(int(c) for c in s["ours"])
     med = [s["ours"][str(c)]["volumes_per_min_median"] for c in cs]
     for i, c in enumerate(cs):
@@ -280,7 +280,7 @@ def write_plot(raw: dict[str, Any], path: Path) -> None:
                  f"\n{m['cpu']}, {m['cores']} cores", fontsize=10)
     ax.set_ylim(0, max(goal, max(med)) * 1.15)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center", bbox_to_anchor=(0.5, 0.62))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
