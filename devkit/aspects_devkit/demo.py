@@ -63,7 +63,7 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
     from aspects_client.storage import make_s3_client
     from aspects_client.volume_io import load_volume
     from aspects_export.dice import class_counts, mean_region_dice, region_dice
-    from aspects_synth import make_phantom, reorder
+    from aspects_synth import ensure_atlas, make_phantom, reorder
 
     from .stack import LocalStack, cpu_repository, export_onnx_dir
 
@@ -73,6 +73,7 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
         timings[name] = time.perf_counter() - t0
         print(f"[demo] {name}: {timings[name]:.2f} s", file=sys.stderr)
 
+    ensure_atlas()  # the phantom and the precision gate need it: fetched once, up front
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     onnx_dir, report = export_onnx_dir(out / "onnx", checkpoint=checkpoint, check_slices=1)

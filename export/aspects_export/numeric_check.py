@@ -85,17 +85,22 @@ def stress_logits(n: int = 2, seed: int = 7) -> np.ndarray:
     return logits.astype(np.float32)
 
 
-def phantom_slices(n: int = 4, allow_download: bool = False) -> tuple[np.ndarray, str]:
+def phantom_slices(n: int = 4, allow_download: bool = True) -> tuple[np.ndarray, str]:
     """``n`` consecutive central axial uint8 slices ``[n, h, w]`` (``contract.NETWORK_SIZE``) of
-    ``aspects_synth``'s seeded phantom, windowed and oriented as the client does; falls back to
-    ``synthetic_slices`` when the phantom is unavailable (its atlas is not cached and
-    ``allow_download`` is false, or it fails).  Returns (slices, description of their source)."""
+    ``aspects_synth``'s seeded phantom, windowed and oriented as the client does.  The atlas
+    is fetched once if it is not cached (``allow_download=False``: never); falls back to
+    ``synthetic_slices`` when the phantom is unavailable.  Returns (slices, description of
+    their source)."""
     try:
         from aspects_client.intensity import window_to_uint8
-        from aspects_synth import make_phantom, verify_cache
+        from aspects_synth import AtlasUnavailableError, ensure_atlas, make_phantom, verify_cache
 
         if not allow_download and not verify_cache():
             return synthetic_slices(n), "synthetic ellipses (phantom atlas not cached)"
+        try:
+            ensure_atlas()
+        except AtlasUnavailableError as exc:
+            return synthetic_slices(n), f"synthetic ellipses (atlas unavailable: {exc!s:.160})"
 
         ph = make_phantom(seed=0, in_plane=contract.NETWORK_SIZE, n_slices=max(n, 8))
         data = np.asarray(ph.image.dataobj, dtype=np.float32)  # stored RAS
@@ -107,7 +112,7 @@ def phantom_slices(n: int = 4, allow_download: bool = False) -> tuple[np.ndarray
             for i in range(start, start + n)
         ]
         return np.ascontiguousarray(np.stack(picked), dtype=np.uint8), "phantom seed 0"
-    except Exception as exc:  # atlas not downloadable here, API drift, ...
+    except Exception as exc:  # API drift, a broken phantom, ...
         return synthetic_slices(n), f"synthetic ellipses (phantom unavailable: {exc!s:.120})"
 
 
@@ -303,19 +308,21 @@ GATE_BATCH = 4
 def gate_cases(volumes: int = GATE_VOLUMES) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """Held-out b1000 phantoms (``draw_recipe(BENCHMARK_SEED_START + i).render()``), prepared
     the client's way: per volume (uint8 display slices ``[N, H, W]``, true classes uint8
-    ``[N, H, W]`` on the same grid, seed).  Needs the atlas cache (ExportError if absent)."""
+    ``[N, H, W]`` on the same grid, seed).  Fetches the atlas once (ExportError, saying what
+    to do, if it cannot)."""
     from aspects_client.display_stack import prepare
     from aspects_client.geometry import to_display
     from aspects_client.volume_io import load_volume
-    from aspects_synth import verify_cache
+    from aspects_synth import AtlasUnavailableError, ensure_atlas
     from aspects_synth.recipes import BENCHMARK_SEED_START, draw_recipe
 
-    if not verify_cache():
+    try:
+        ensure_atlas()  # fetched once, with one progress line
+    except AtlasUnavailableError as exc:
         raise ExportError(
-            "the precision gate needs the atlas phantoms, but the atlas is not cached; run "
-            "`aspects-dev demo` once (it downloads it), or pick an FP32 CPU runtime "
+            f"the precision gate needs the atlas phantoms: {exc}; or pick an FP32 CPU runtime "
             "(--cpu-runtime openvino-f32 or onnxruntime), which needs no gate"
-        )
+        ) from exc
     cases = []
     for seed in range(BENCHMARK_SEED_START, BENCHMARK_SEED_START + volumes):
         phantom = draw_recipe(seed).render()

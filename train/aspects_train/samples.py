@@ -103,8 +103,9 @@ def phantom_stack(recipe: PhantomRecipe) -> SliceStack:
 
 def default_cache_dir() -> Path:
     """``$ASPECTS_CACHE_DIR/train-slices`` or ``~/.cache/aspects/train-slices``."""
-    root = os.environ.get("ASPECTS_CACHE_DIR") or Path.home() / ".cache" / "aspects"
-    return Path(root) / "train-slices" / CACHE_VERSION
+    from aspects_synth.atlas import cache_dir
+
+    return cache_dir() / "train-slices" / CACHE_VERSION
 
 
 def cached_phantom_stack(recipe: PhantomRecipe, cache_dir: Path | None = None) -> SliceStack:
