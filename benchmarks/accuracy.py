@@ -600,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "checkpoint": {**checkpoint_identity(args.checkpoint), "note": note},
+        # the network ran in PyTorch here: no unet.onnx measured
+        "provenance": harness.provenance(harness.network_of(args.checkpoint)),
         "arguments": {"phantoms": args.phantoms, "b1000": args.b1000, "real": not args.no_real,
                       "context": CONTEXT},
         "versions": {"python": platform.python_version(), "cpu": harness.cpu_model(),

@@ -278,6 +278,7 @@ def measure(args) -> dict:
                 "pillow": PIL.__version__}
     return {
         "benchmark": "client_prep", "issue": 3, "machine": harness.machine_info(versions),
+        "provenance": harness.provenance(None),  # the client's work: no network measured
         "inflate": inflate, "repeats": args.repeats, "workload": workload, "timings": timings,
         "ratios": ratios, "memory": memory, "peak_rss_kib": rss,
         "goals": {"speedup_min": 3.0, "peak_memory_max_ratio": 3.0,

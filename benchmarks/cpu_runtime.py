@@ -48,6 +48,7 @@ def measure(args: Any) -> dict[str, Any]:
                            "bf16_cpu": cpu_bf16_supported(), "default": default_cpu_runtime().name}
     with tempfile.TemporaryDirectory(prefix="aspects-cpu-runtime-") as tmp:
         export_onnx("demo", Path(tmp), check_slices=0)
+        raw["provenance"] = harness.provenance(harness.network_of("demo", Path(tmp)))
         onnx = Path(tmp) / "unet.onnx"
         slices, _truth, seed = numeric_check.gate_cases(1)[0]
         images = ref.network_input(ref.context_stacks(slices))[:max(batches)]

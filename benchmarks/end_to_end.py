@@ -414,6 +414,7 @@ def measure(args: Any) -> dict[str, Any]:
     try:
         t = time.perf_counter()
         export_onnx("demo", work / "onnx", check_slices=0)
+        raw["provenance"] = harness.provenance(harness.network_of("demo", work / "onnx"))
         runtime = resolve_cpu_runtime(args.cpu_runtime)
         repo = write_repository(work / "onnx", work / "model_repository", "cpu",
                                 cpu_runtime=runtime, progress=harness.log)

@@ -139,6 +139,7 @@ def measure(args: Any) -> dict[str, Any]:
         "machine": harness.machine_info(harness.package_versions(
             ("onnxruntime", "onnxruntime-gpu", "torch", "tensorrt"))),
         "checkpoint": args.checkpoint, "backend": backend, "backend_note": how,
+        "provenance": harness.provenance(harness.network_of(args.checkpoint)),
         "ort_providers": ort_providers(), "network_input": None,
         "tensorrt_fp16": {str(b): {"status": NOT_MEASURED, "reason": how} for b in BATCHES},
         "ort_cuda_fp32": {str(b): {"status": NOT_MEASURED, "reason": how} for b in BATCHES},
@@ -156,6 +157,8 @@ def measure(args: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work = Path(tmp)
         pipeline.export_onnx(args.checkpoint, work / "onnx", check_slices=0)
+        result["provenance"] = harness.provenance(harness.network_of(args.checkpoint,
+                                                                     work / "onnx"))
         onnx_path = work / "onnx" / f"{contract.UNET_MODEL}.onnx"
         slices, source = numeric_check.phantom_slices(max(BATCHES), allow_download=True)
         image = np.ascontiguousarray(ref.network_input(ref.context_stacks(slices)))

@@ -115,6 +115,78 @@ def server_env_versions(venv: Path = SERVER_VENV) -> dict[str, str]:
     }
 
 
+# --------------------------------------------------------------------------- provenance
+def git_commit(root: Path = ROOT) -> str:
+    """HEAD's hash, with ``-dirty`` when tracked files differ from it ("unknown" outside git)."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def sha256_of(path: Path) -> str:
+    from aspects_synth.atlas import sha256_file
+
+    return sha256_file(path)
+
+
+def network_of(checkpoint: str, onnx_dir: Path | None = None) -> dict[str, Any]:
+    """What identifies the network a result measured: the checkpoint spec, the sha256 of its
+    weights (``demo``: the committed file; ``untrained``: seeded, no file) and of the
+    ``unet.onnx`` measured (None where the network ran in PyTorch)."""
+    from aspects_export.checkpoints import DEMO_SPEC, UNTRAINED_SPEC, demo_weights_path
+
+    weights = None if checkpoint == UNTRAINED_SPEC else (
+        demo_weights_path() if checkpoint == DEMO_SPEC else Path(checkpoint))
+    onnx = None if onnx_dir is None else onnx_dir / "unet.onnx"
+    return {
+        "checkpoint": checkpoint,
+        "weights_sha256": sha256_of(weights) if weights is not None else None,
+        "unet_onnx_sha256": sha256_of(onnx) if onnx is not None else None,
+    }
+
+
+def provenance(network: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``provenance`` object every result file carries: the commit measured, the
+    contract version and the network (``network_of``; None for a figure of no network, e.g.
+    the client's preparation).  ``report.py`` marks a result whose contract or network is
+    not today's as stale."""
+    from aspects_client import contract
+
+    return {"commit": git_commit(), "contract_version": contract.CONTRACT_VERSION,
+            "network": network}
+
+
+def current_identity() -> dict[str, Any]:
+    """Today's contract version and demo weights: what a result must match to be current."""
+    from aspects_client import contract
+
+    return {"contract_version": contract.CONTRACT_VERSION,
+            "weights_sha256": network_of("demo")["weights_sha256"]}
+
+
+def stale_reason(result: dict[str, Any], today: dict[str, Any] | None = None) -> str | None:
+    """Why a result's figures are not of today's network and contract (None: current)."""
+    today = today or current_identity()
+    prov = result.get("provenance")
+    if not isinstance(prov, dict):
+        return "it records no provenance (commit, contract, network)"
+    if prov.get("contract_version") != today["contract_version"]:
+        return (f"measured under contract {prov.get('contract_version')}, today's is "
+                f"{today['contract_version']}")
+    network = prov.get("network")
+    if network is not None and network.get("weights_sha256") != today["weights_sha256"]:
+        sha = network.get("weights_sha256") or "none"
+        return (f"measured on another network ({network.get('checkpoint')}, weights "
+                f"{sha[:8]}…; today's demo weights are {today['weights_sha256'][:8]}…)")
+    return None
+
+
 # --------------------------------------------------------------------------- CPU accounting
 def proc_ticks(pid: int) -> int:
     """utime + stime of a process (all its threads), in clock ticks; 0 once it is gone."""

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     infer, train = ({n: statistics.median(v) for n, v in times[k].items()}
                     for k in ("infer", "train"))
     out = {
+        "provenance": harness.provenance(None),  # the architecture's compute, no weights
         "threads": torch.get_num_threads(),
         "label_roundtrip_dice": {str(n): {"mean": float(np.mean(list(d.values()))), "regions": d}
                                  for n, d in ceiling.items()},

@@ -185,12 +185,41 @@ def cpu_runtime(results: Path) -> list[str]:
 TABLES: dict[str, Callable[[Path], list[str]]] = {
     f.__name__: f for f in (client_prep, triton_cpu, perf_analyzer, end_to_end, accuracy,
                             input_size, cpu_runtime)}
+# the result files each table shows figures of (results/NAME.json)
+SOURCES: dict[str, tuple[str, ...]] = {
+    "client_prep": ("client_prep",), "triton_cpu": ("triton_cpu",),
+    "perf_analyzer": ("perf_runs",), "end_to_end": ("end_to_end",),
+    "accuracy": ("accuracy", "accuracy_no_context"), "input_size": ("input_size",),
+    "cpu_runtime": ("cpu_runtime",)}
+STALE_MARK = "**STALE**"
+
+
+def stale_reasons(table: str, results: Path = harness.RESULTS,
+                  today: dict[str, Any] | None = None) -> list[str]:
+    """Why the figures of ``table`` are not of today's network and contract (empty: current)."""
+    today = today or harness.current_identity()
+    reasons = []
+    for name in SOURCES[table]:
+        path = results / f"{name}.json"
+        if path.is_file():
+            reason = harness.stale_reason(json.loads(path.read_text()), today)
+            if reason:
+                reasons.append(f"`results/{name}.json` {reason}")
+    return reasons
 
 
 def render(text: str, results: Path = harness.RESULTS) -> str:
-    """``text`` with every marked table block regenerated from ``results``."""
+    """``text`` with every marked table block regenerated from ``results``; a table whose
+    result was measured on another network or contract opens with the stale mark."""
+    today = harness.current_identity()
+
     def block(m: re.Match[str]) -> str:
         caption, *table = TABLES[m.group(2)](results)
+        reasons = stale_reasons(m.group(2), results, today)
+        if reasons:
+            caption = (f"{STALE_MARK} (not today's network or contract: {'; '.join(reasons)}; "
+                       "every figure of this section is of that older measurement until the "
+                       f"benchmark is re-run). {caption}")
         return "\n".join([m.group(1) + textwrap.fill(caption, 95), *table, m.group(3)])
 
     return BLOCK.sub(block, text)

@@ -84,7 +84,8 @@ def measure_cases(n: int, seed0: int) -> dict[str, Any]:
             harness.log(f"case {seed}: lesions {case.lesion_count}, truth "
                         f"{truth['score']} ({truth['affected_hemisphere']}), ADC "
                         f"{row['adc']['score']}, DWI {row['dwi']['score']}")
-    return {"cases": rows}
+        network = harness.network_of("demo", Path(tmp) / "onnx")  # what the stack served
+    return {"cases": rows, "provenance": harness.provenance(network)}
 
 
 def dwi_scores(case: Any, result: Any) -> dict[float, dict[str, Any]]:

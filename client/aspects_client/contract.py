@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEMA_VERSION = "1.2.0"  # 1.1: the "qc" object; 1.2: the optional "aspects" score object
+# What the network sees and gives (size, channels, normalisation, classes, thresholds).  Bump it
+# with any change to those: benchmark results record it, and report.py marks a figure measured
+# under another contract as stale.  1: one slice at 512x512; 2: 2.5D stacks at 256x256.
+CONTRACT_VERSION = "2"
 
 # --- classes, in model output order -------------------------------------------------
 

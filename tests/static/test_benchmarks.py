@@ -5,6 +5,7 @@ README's tables are exactly what ``benchmarks/report.py`` makes of the committed
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,9 @@ from .helpers import ROOT
 BENCH = ROOT / "benchmarks"
 LIBRARIES = ("harness.py", "registration.py")  # imported by the scripts, no command line
 SCRIPTS = sorted(p for p in BENCH.rglob("*.py") if p.name not in LIBRARIES)
-MAX_LINES = 4250  # benchmarks/**/*.py: 4,856 before the harness, 3,724 after, +scoring.py,
-#                   + gpu_check.py (231 lines), + cpu_runtime.py (119 lines, issue 15)
+MAX_LINES = 4450  # benchmarks/**/*.py: 4,856 before the harness, 3,724 after, +scoring.py,
+#                   + gpu_check.py (231 lines), + cpu_runtime.py (119 lines, issue 15),
+#                   + provenance and stale marks (issue 22)
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +72,63 @@ def test_readme_tables_are_generated_from_the_result_files() -> None:
     assert report.render(text) == text, (
         "benchmarks/README.md disagrees with benchmarks/results/: run "
         "`.venv/bin/python benchmarks/report.py` (never edit the figures by hand)")
+
+
+def test_every_result_records_what_it_measured() -> None:
+    """Every result file names the commit, the contract version and the network (checkpoint,
+    weights sha256, the measured unet.onnx's sha256 where an ONNX file was measured)."""
+    import json
+
+    results = sorted((BENCH / "results").glob("*.json"))
+    assert len(results) >= 10
+    for path in results:
+        prov = json.loads(path.read_text()).get("provenance")
+        assert isinstance(prov, dict), f"{path.name} records no provenance"
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", prov["commit"]), (path.name, prov)
+        assert prov["contract_version"], path.name
+        net = prov["network"]
+        if net is not None:
+            assert set(net) >= {"checkpoint", "weights_sha256", "unet_onnx_sha256"}, path.name
+            for key in ("weights_sha256", "unet_onnx_sha256"):
+                assert net[key] is None or re.fullmatch(r"[0-9a-f]{64}", net[key]), path.name
+
+
+@pytest.mark.parametrize("readme", ["README.md", "benchmarks/README.md"])
+def test_no_stale_figure_is_shown_unmarked(readme: str) -> None:
+    """A table of figures measured on another network or contract carries the stale mark,
+    and a current one does not."""
+    report = _load(BENCH / "report.py")
+    text = (ROOT / readme).read_text(encoding="utf-8")
+    for m in report.BLOCK.finditer(text):
+        stale = report.stale_reasons(m.group(2))
+        assert (report.STALE_MARK in m.group(0)) == bool(stale), (readme, m.group(2), stale)
+
+
+def test_the_report_marks_a_result_of_another_network_or_contract(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    report = _load(BENCH / "report.py")
+    results = tmp_path / "results"
+    shutil.copytree(BENCH / "results", results)
+    block = "<!-- table:end_to_end -->\n<!-- /table:end_to_end -->"
+    path = results / "end_to_end.json"
+    data = json.loads(path.read_text())
+    data["provenance"] = {"commit": "0" * 40, "contract_version": report.harness
+                          .current_identity()["contract_version"],
+                          "network": report.harness.network_of("demo")}
+    path.write_text(json.dumps(data))
+    assert report.STALE_MARK not in report.render(block, results)
+    data["provenance"]["network"] = report.harness.network_of("untrained")
+    path.write_text(json.dumps(data))
+    assert "another network (untrained" in report.render(block, results).replace("\n", " ")
+    data["provenance"] = {**data["provenance"], "contract_version": "0",
+                          "network": report.harness.network_of("demo")}
+    path.write_text(json.dumps(data))
+    assert "under contract 0" in report.render(block, results).replace("\n", " ")
+    del data["provenance"]
+    path.write_text(json.dumps(data))
+    assert report.STALE_MARK in report.render(block, results)
 
 
 def test_markdown_tables() -> None:
