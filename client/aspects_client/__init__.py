@@ -44,6 +44,8 @@ _ERRORS = (
     "AdcMapError",
     "AdcCoverageError",
     "AdcUnitsError",
+    "AdcContentError",
+    "ScoreRefusedError",
     "VolumeTooLargeError",
     "DecompressionBombError",
     "StorageError",

@@ -41,8 +41,9 @@ KNOWN_SCALES: dict[str, float] = {
     "1e-5 mm^2/s": 10.0,  # ~80 (some vendors)
     "1e-6 mm^2/s": 1.0,  # ~800 (most DICOM ADC maps)
 }
-MIN_COVERAGE = 0.5  # the ADC's field of view must hold at least this share of the DWI's
-# voxels (of the labelled regions when given)
+MIN_COVERAGE = 0.9  # at least this share of the labelled regions' voxels must get a valid
+# ADC value (> 0): a region without one cannot be judged
+MIN_FOV_COVERAGE = 0.5  # without regions: the share of the DWI's grid inside the ADC's view
 MIN_VALID_WEIGHT = 0.5  # a resampled voxel needs this share of its trilinear weight on
 # valid (positive) ADC voxels to carry a value
 MAX_NEGATIVE_FRACTION = 0.5  # more of the non-zero voxels negative than this: not an ADC map
@@ -60,8 +61,9 @@ class AdcOnGrid:
     values: float32 [X, Y, Z] (the DWI's shape) in contract.ADC_UNIT; 0 where not covered.
     covered: bool [X, Y, Z]: inside the ADC's field of view with a valid value.
     scale: the factor applied to the stored values; scale_detected: False when given.
-    coverage: share (0..1) of the DWI voxels (of the regions, when given) inside the ADC's
-    field of view.  median: median of the converted values used for the unit check.
+    coverage: share (0..1) of the labelled regions' voxels with a valid ADC value
+    (``covered``); without regions, of the DWI's voxels inside the ADC's field of view.
+    median: median of the converted values used for the unit check.
     """
 
     values: np.ndarray
@@ -126,17 +128,26 @@ def adc_on_grid(
     judged = regions if regions is not None and regions.any() else None
     n_judged = int(judged.sum()) if judged is not None else int(np.prod(shape))
     n_in = int(np.count_nonzero(in_fov & judged if judged is not None else in_fov))
-    coverage = n_in / n_judged
     where = "the labelled regions of the DWI" if judged is not None else "the DWI's voxels"
     if n_in == 0:
         raise AdcCoverageError(
             f"{label}: the ADC map's field of view does not overlap {where}; {SEND_ADC}"
         )
-    if coverage < MIN_COVERAGE:
-        raise AdcCoverageError(
-            f"{label}: the ADC map's field of view covers only {100 * coverage:.0f} % of "
-            f"{where} (at least {100 * MIN_COVERAGE:.0f} % needed); {SEND_ADC}"
-        )
+    if judged is None:  # the whole grid: the background is legitimately zero
+        coverage = n_in / n_judged
+        if coverage < MIN_FOV_COVERAGE:
+            raise AdcCoverageError(
+                f"{label}: the ADC map's field of view covers only {100 * coverage:.0f} % of "
+                f"{where} (at least {100 * MIN_FOV_COVERAGE:.0f} % needed); {SEND_ADC}"
+            )
+    else:  # the regions: every voxel needs a VALID value (zeroed slices carry none)
+        coverage = int(np.count_nonzero(covered & judged)) / n_judged
+        if coverage < MIN_COVERAGE:
+            raise AdcCoverageError(
+                f"{label}: the ADC map has a valid value (> 0) in only {100 * coverage:.0f} % "
+                f"of {where} (at least {100 * MIN_COVERAGE:.0f} % needed; "
+                f"{100 * n_in / n_judged:.0f} % lie inside its field of view); {SEND_ADC}"
+            )
     sample = values[covered & judged] if judged is not None else values[covered]
     if scale is None:
         scale = detect_adc_scale(sample, label=label)

@@ -40,6 +40,7 @@ from .inference import InferenceSettings, TritonSegmenter, check_priority
 from .labelmap import label_map_bytes
 from .lesions import ScoringRule
 from .outputs import printable
+from .qc import refuse_implausible_head
 from .storage import S3Settings, check_source_string, fetch_object, is_s3_url, make_s3_client
 from .volume_io import Limits, Volume, load_volume
 
@@ -264,6 +265,7 @@ class AspectsClient:
             overlay=False,
         )
         timings["contours_json"] = time.perf_counter() - t
+        refuse_implausible_head(result.document["summary"], printable(volume.source))
         scored = None
         if score or adc_volume is not None:
             t = time.perf_counter()

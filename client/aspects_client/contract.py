@@ -137,6 +137,11 @@ QC_HEAD_BLUR_PX = 5  # Gaussian kernel size (odd, pixels) against background noi
 QC_HEAD_MARGIN_MM = 2.0  # labels this close to the head's edge still count as inside
 QC_OUTSIDE_HEAD_MAX_FRACTION = 0.01  # flagged when more labelled pixels lie outside
 # (overall; slices above the same fraction are listed for review)
+# 4. Regions found at all: a result without a single labelled voxel (noise, a blank or
+#    wrongly scaled image) fails QC and is never scored.
+# A head whose labelled regions total more than this is refused (NotAHeadImageError): the
+# whole brain is about 1.1-1.4 L, so more means wrong voxel sizes in the header.
+MAX_REGIONS_ML = 1500.0
 
 # --- Triton: model and tensor names ----------------------------------------------------
 

@@ -88,6 +88,16 @@ class AdcUnitsError(AdcMapError):
     """The ADC values are not in a known unit (or not an ADC map at all)."""
 
 
+class AdcContentError(AdcMapError):
+    """The "ADC map" is not one: its contrast is a DWI's (CSF dark), or it holds the DWI's
+    own values."""
+
+
+class ScoreRefusedError(InvalidVolumeError):
+    """The ASPECTS score cannot be judged from this input (no regions found, a b0/T2
+    contrast for the DWI-only rule, ...); the message says what to send instead."""
+
+
 class VolumeTooLargeError(InvalidVolumeError):
     """More voxels than the configured bound."""
 

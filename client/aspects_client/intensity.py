@@ -13,7 +13,8 @@ from . import contract
 
 _SAMPLE_SIZE = 1 << 16  # voxels sampled to pick the tail thresholds
 _SAMPLE_SEED = 20240607  # the sample's positions are pseudo-random but fixed
-_CHUNK = 1 << 18  # voxels handled at a time (a 1 MiB float32 scratch buffer)
+_CHUNK = 1 << 18  # voxels handled at a time (a 1 MiB float32 scratch buffer, 2 MiB float64
+# for 64-bit inputs)
 
 
 def window_bounds(data: np.ndarray) -> tuple[float, float]:
@@ -168,7 +169,8 @@ def window_to_uint8(data: np.ndarray, bounds: tuple[float, float] | None = None)
     Output: uint8 of the same shape; in the same memory order as contiguous ``data``, else
     C-contiguous (so a reoriented view, e.g. ``geometry.to_display(volume)``, is windowed
     straight into its contiguous display stack).  Work is done in blocks of at most
-    ``_CHUNK`` voxels through one small float32 buffer (no volume-sized temporary).
+    ``_CHUNK`` voxels through one small buffer (float32, float64 for 64-bit inputs: no
+    volume-sized temporary).
     When hi <= lo (constant non-zero intensities) voxels >= hi become 255, the rest 0.
     """
     lo, hi = window_bounds(data) if bounds is None else bounds
@@ -184,19 +186,27 @@ def window_to_uint8(data: np.ndarray, bounds: tuple[float, float] | None = None)
             block = src[index]
             np.multiply((block >= hi) & (block != 0), 255, out=dst[index], casting="unsafe")
         return result
-    scale = np.float32(255.0 / (hi - lo))
-    lo32 = np.float32(lo)
-    scratch = np.empty(min(_CHUNK, max(src.size, 1)), dtype=np.float32)
+    work = working_dtype(data.dtype)
+    scale = work.type(255.0) / (work.type(hi) - work.type(lo))
+    lo_w = work.type(lo)
+    scratch = np.empty(min(_CHUNK, max(src.size, 1)), dtype=work)
     for index in _block_index(src.shape):
         block = src[index]
         buf = scratch[: block.size].reshape(block.shape)
-        np.subtract(block, lo32, out=buf, dtype=np.float32)
+        np.subtract(block, lo_w, out=buf, dtype=work)
         _scale_clip_round(buf, scale)
         np.copyto(dst[index], buf, casting="unsafe")
     return result
 
 
-def _scale_clip_round(buf: np.ndarray, scale: np.float32) -> None:
+def working_dtype(dtype: np.dtype) -> np.dtype:
+    """float32, or float64 for 64-bit (and wider) inputs: the window is computed in the
+    input's own precision (a float64 volume near 1e300 would overflow float32, and
+    ``1 + 1e-12 x`` would lose its contrast in the cast)."""
+    return np.dtype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32)
+
+
+def _scale_clip_round(buf: np.ndarray, scale: np.floating) -> None:
     buf *= scale
     np.clip(buf, 0.0, 255.0, out=buf)
     np.rint(buf, out=buf)

@@ -35,6 +35,7 @@ CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)  # lesion components: 26-connec
 ML_DECIMALS = 4  # volumes in the output (mL): 0.1 mm^3 resolution
 FRACTION_DECIMALS = 4
 _REL_TOL = 1e-9  # a quantity equal to its threshold up to float rounding reaches it
+EXTENSIVE_REGIONS = 6  # this many affected regions on one side is not scored as ordinary
 
 _N_CODES = 4  # hemisphere codes 0..2 fit in 2 bits: joint code = class * 4 + hemisphere
 _SIDE_OF_CODE = {code: hemi for hemi, code in contract.HEMISPHERE_CODES.items()}
@@ -361,6 +362,7 @@ def aspects_score(
             "equal lesion volume in both hemispheres: the affected hemisphere is the one with "
             "more affected regions (else r)"
         )
+    notes += implausible_notes(affected)
     scores = {h: 10 - len(affected[h]) for h in sides}
     uncertain = bool((side is not None and uncertain_regions[side]) or flagged or notes)
     return {
@@ -374,6 +376,27 @@ def aspects_score(
         "qc_flagged_regions": flagged,
         "notes": notes,
     }
+
+
+def implausible_notes(affected: dict[str, list[str]]) -> list[str]:
+    """Why a lesion map is not an ordinary (unilateral, limited) MCA stroke: affected
+    regions in both hemispheres, or EXTENSIVE_REGIONS or more on one side (a reason to
+    review the images; the score is then uncertain)."""
+    right, left = (affected[h] for h in contract.HEMISPHERES)
+    notes = []
+    if right and left:
+        notes.append(
+            f"affected regions in both hemispheres (r: {', '.join(right)}; l: {', '.join(left)}):"
+            " not an ordinary unilateral MCA stroke; the score counts one side only: review "
+            "the images"
+        )
+    for hemi, keys in affected.items():
+        if len(keys) >= EXTENSIVE_REGIONS:
+            notes.append(
+                f"{len(keys)} of {len(contract.REGIONS)} regions affected on side {hemi}: an "
+                "extensive lesion map (or a contrast the rule misreads): review the images"
+            )
+    return notes
 
 
 # --- helpers ----------------------------------------------------------------------------

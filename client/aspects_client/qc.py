@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from . import contract, hemisphere
+from .errors import NotAHeadImageError
 
 _SIDE_NAME = {contract.HEMISPHERE_RIGHT: "right", contract.HEMISPHERE_LEFT: "left"}
 _DECIMALS = 4
@@ -38,6 +39,40 @@ _DECIMALS = 4
 def region_label(key: str) -> str:
     """'l' -> 'lentiform nucleus (L)': the region's name and its overlay legend key."""
     return f"{contract.REGION_BY_KEY[key].name} ({key.upper()})"
+
+
+# --- regions found at all -------------------------------------------------------------
+
+
+def check_regions_found(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Fails when no region holds a single voxel: the network found no head in the image."""
+    voxels = sum(int(e.get("voxels", 0)) for by_hemi in summary.values() for e in by_hemi.values())
+    passed = voxels > 0
+    return {
+        "passed": passed,
+        "threshold": 1,
+        "voxels": voxels,
+        "flags": [] if passed else ["no ASPECTS region found"],
+        "message": "ASPECTS regions were found." if passed else (
+            "No ASPECTS region was found: this is not an image the network can read as a "
+            "head (noise, a blank or wrongly scaled image?); send an axial head DWI (the "
+            "b≈1000 volume). There is nothing to score."
+        ),
+    }
+
+
+def refuse_implausible_head(
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]], label: str
+) -> None:
+    """NotAHeadImageError when the labelled regions total more than contract.MAX_REGIONS_ML
+    (wrong voxel sizes in the header: the volumes would be reported as a head's)."""
+    total = sum(float(e.get("volume_ml", 0.0)) for h in summary.values() for e in h.values())
+    if total > contract.MAX_REGIONS_ML:
+        raise NotAHeadImageError(
+            f"{label}: the labelled regions total {total:,.0f} mL, but no head holds more than "
+            f"{contract.MAX_REGIONS_ML:,.0f} mL of them (a whole brain is about 1,100-1,400 "
+            "mL): the voxel sizes in the header (pixdim) are wrong; fix them and send it again"
+        )
 
 
 # --- 0. the mid-sagittal plane -----------------------------------------------------------
@@ -405,6 +440,7 @@ def quality_control(
     }
     plane = document.get("midsagittal_plane", {})
     checks = {
+        "regions_found": check_regions_found(document["summary"]),
         "midsagittal_plane": check_midsagittal_plane(plane),
         "asymmetry": check_asymmetry(document["summary"], plane_method=plane.get("method")),
         "level_consistency": check_levels(slices),

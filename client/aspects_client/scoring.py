@@ -15,7 +15,14 @@ import nibabel as nib
 import numpy as np
 
 from . import contract
+from .contrast import (
+    ADC_MIN_CSF_RATIO,
+    DWI_MAX_CSF_RATIO,
+    bilateral_hyperintense,
+    csf_tissue_ratio,
+)
 from .display_stack import PreparedVolume
+from .errors import AdcContentError, ScoreRefusedError
 from .geometry import from_display, to_display
 from .lesions import (
     BRAIN_MARGIN_MM,
@@ -56,15 +63,23 @@ def score_volume(
     rule = rule or ScoringRule()
     from .adc import adc_on_grid
 
+    if not np.any(classes):
+        raise ScoreRefusedError(
+            f"{volume.source}: no ASPECTS region was found in the segmentation, so there is "
+            "nothing to score; send an axial head DWI (the b≈1000 volume) and check the overlay"
+        )
     geometry = prepared.geometry
     voxel_ml = geometry.voxel_volume_mm3 / 1000.0
-    dwi = np.asarray(to_display(np.asarray(volume.data, np.float32), geometry), np.float32)
+    dwi = display_intensities(volume, prepared)
     method: dict[str, Any]
+    notes: list[str] = []
     if adc is not None:
+        refuse_dwi_as_adc(adc, volume)
         regions = np.asarray(from_display(classes > 0, geometry), bool)
         on_grid = adc_on_grid(adc, volume, scale=adc_scale, regions=regions)
         adc_display = np.asarray(to_display(on_grid.values, geometry), np.float32)
         covered_display = np.asarray(to_display(on_grid.covered, geometry), bool)
+        adc_ratio = check_adc_contrast(adc_display, classes, hemispheres, adc.source)
         raw = lesion_from_adc(
             adc_display,
             covered_display,
@@ -78,20 +93,39 @@ def score_volume(
             f"(+{BRAIN_MARGIN_MM:g} mm in-plane)",
             "adc_source": adc.source,
             **on_grid.summary(),
+            "csf_tissue_ratio": _rounded(adc_ratio),
         }
     else:
+        ratio = check_dwi_contrast(dwi, classes, hemispheres, volume.source)
+        method_contrast = {"csf_tissue_ratio": _rounded(ratio)}
+        if ratio is None:
+            notes.append(
+                "the DWI's contrast could not be checked (no slice shows both caudate heads "
+                "with the ventricles between them): make sure this is the b≈1000 volume"
+            )
+        both = bilateral_hyperintense(dwi, classes, hemispheres, rule.dwi_ratio)
+        if both:
+            notes.append(
+                f"{', '.join(both)}: hyperintense on both sides (DWI > {rule.dwi_ratio:g} x the "
+                "unlabelled brain tissue); the DWI-only rule compares each side with the other "
+                "and cannot see a lesion present on both: send an ADC map (--adc)"
+            )
         found = lesion_from_dwi(dwi, classes, hemispheres, rule)
         raw = found.mask
         method = {
             "name": "dwi",
             "description": f"DWI > {rule.dwi_ratio:g} x the median of the homologous region "
             "on the other side",
+            **method_contrast,
         }
         if found.notes:
             method["notes"] = list(found.notes)
     lesion = remove_specks(raw, voxel_ml, rule.min_lesion_ml)
     inv = involvement(lesion, classes, hemispheres, voxel_ml, rule)
     score = aspects_score(inv, qc_flagged_regions(qc))
+    if notes:
+        score["notes"] = [*notes, *score["notes"]]
+        score["uncertain"] = True
     section = {
         "method": method,
         "rule": rule_json(rule),
@@ -106,6 +140,60 @@ def score_volume(
     image.header["descrip"] = f"ASPECTS lesion map ({method['name']}): 1 = lesion".encode()[:79]
     image.header["cal_min"], image.header["cal_max"] = 0, LESION_LABEL
     return Scored(section=section, lesion=lesion, lesion_image=image)
+
+
+def display_intensities(volume: Volume, prepared: PreparedVolume) -> np.ndarray:
+    """float32 [N, H, W]: the volume's intensities in display order, divided by the window's
+    upper bound (ratios are unchanged; a float64 volume scaled near 1e300 does not overflow
+    float32).  The division is done in the input's own precision."""
+    hi = float(prepared.window[1])
+    data = to_display(volume.data, prepared.geometry)
+    if not (np.isfinite(hi) and hi > 0):
+        return np.asarray(data, np.float32)
+    wide = np.float64 if np.asarray(data).dtype.itemsize > 4 else np.float32
+    return np.asarray(np.true_divide(data, hi, dtype=wide), np.float32)
+
+
+def refuse_dwi_as_adc(adc: Volume, dwi: Volume) -> None:
+    """AdcContentError when the "ADC map" holds the DWI's own voxel values."""
+    a, d = np.asarray(adc.data), np.asarray(dwi.data)
+    if a.shape == d.shape and np.array_equal(a, d):
+        raise AdcContentError(
+            f"{adc.source}: the ADC map holds the same values as the DWI {dwi.source}; "
+            "send the ADC map computed from this DWI series, not the DWI itself"
+        )
+
+
+def check_dwi_contrast(
+    dwi: np.ndarray, classes: np.ndarray, hemispheres: np.ndarray, source: str
+) -> float | None:
+    """The CSF/caudate ratio of the DWI; ScoreRefusedError when CSF is bright (b0/T2)."""
+    ratio = csf_tissue_ratio(dwi, classes, hemispheres)
+    if ratio is not None and ratio > DWI_MAX_CSF_RATIO:
+        raise ScoreRefusedError(
+            f"{source}: the ventricles are brighter than the caudate (ratio {ratio:.2f}), as on "
+            "a b0 or T2 image; the DWI-only score needs b≈1000 contrast (dark CSF): send the "
+            "b≈1000 volume (--volume-index of a 4D series) or an ADC map (--adc)"
+        )
+    return ratio
+
+
+def check_adc_contrast(
+    adc: np.ndarray, classes: np.ndarray, hemispheres: np.ndarray, source: str
+) -> float | None:
+    """The CSF/caudate ratio of the ADC map; AdcContentError when CSF is dark (a DWI)."""
+    ratio = csf_tissue_ratio(adc, classes, hemispheres)
+    if ratio is not None and ratio < ADC_MIN_CSF_RATIO:
+        raise AdcContentError(
+            f"{source}: the ventricles are darker than the caudate (ratio {ratio:.2f}), as on a "
+            "DWI; on an ADC map CSF is bright (about 3000 x 10^-6 mm^2/s): send the ADC map "
+            "computed from this DWI series"
+        )
+    return ratio
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 3)
 
 
 def _lesion_header(volume: Volume) -> nib.Nifti1Header:

@@ -31,6 +31,7 @@ int16 scaled .nii 321.1 / .nii.gz 384.0, i.e. 1, 2, 1, 3, 1, 5, 5 and 6 bytes pe
 from __future__ import annotations
 
 import io
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,7 +334,10 @@ def _parse_header(raw: bytes | bytearray | memoryview, label: str) -> nib.Nifti1
     try:
         header = klass.from_fileobj(io.BytesIO(head[:size]), check=False)
         file_pixdim = np.array(header["pixdim"][1:4], copy=True)
+        _check_vox_offset(float(header["vox_offset"]), size + 4, label)
         header, reports = BatteryRunner(klass._get_checks()).check_fix(header)
+    except CorruptVolumeError:
+        raise
     except Exception as exc:  # nibabel raises several types for inconsistent headers
         raise CorruptVolumeError(f"{label}: inconsistent NIfTI header ({exc})") from None
     errors = [r.problem_msg for r in reports if r.problem_level >= _ERROR_PROBLEM_LEVEL]
@@ -341,6 +345,16 @@ def _parse_header(raw: bytes | bytearray | memoryview, label: str) -> nib.Nifti1
         raise CorruptVolumeError(f"{label}: inconsistent NIfTI header ({'; '.join(errors)})")
     header["pixdim"][1:4] = file_pixdim  # undo nibabel's 0 -> 1 mm and abs(): never invent
     return header
+
+
+def _check_vox_offset(offset: float, minimum: int, label: str) -> None:
+    """A single-file NIfTI's voxels start after its header (and the 4-byte extension
+    flag): a vox_offset of 0, NaN or inside the header would read header bytes as voxels."""
+    if not (math.isfinite(offset) and offset >= minimum and offset == int(offset)):
+        raise CorruptVolumeError(
+            f"{label}: the header's vox_offset is {offset:g}, but a single-file NIfTI's data "
+            f"start at byte {minimum} or later: the header is damaged; re-export the file"
+        )
 
 
 def _looks_like_nifti_prefix(head: bytes) -> bool:

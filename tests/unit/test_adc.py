@@ -179,6 +179,21 @@ def test_partial_overlap_under_half_is_refused_and_over_half_is_marked() -> None
         adc_on_grid(load(near(800.0, wide), affine, "adc"), dwi, regions=regions)
 
 
+def test_coverage_of_the_regions_counts_valid_values_not_the_field_of_view() -> None:
+    """Two thirds of the ADC's slices zeroed (no value) inside a full field of view: a third
+    of the regions has a value, and the map is refused (it was coverage 1.0, scored 10,
+    before); with every slice valid it passes."""
+    data = near(800.0, DWI_SHAPE).copy()
+    regions = np.ones(DWI_SHAPE, bool)
+    full = adc_on_grid(load(data, centred_affine(DWI_SHAPE, DWI_ZOOMS), "adc"), dwi_volume(),
+                       regions=regions)
+    assert full.coverage == 1.0
+    data[..., : 2 * DWI_SHAPE[2] // 3 + 1] = 0.0
+    adc = load(data, centred_affine(DWI_SHAPE, DWI_ZOOMS), "adc")
+    with pytest.raises(AdcCoverageError, match=r"in only 2\d % .*\(.*100 % lie inside"):
+        adc_on_grid(adc, dwi_volume(), regions=regions)
+
+
 # --- content --------------------------------------------------------------------------------
 
 

@@ -230,7 +230,9 @@ def test_both_hemispheres_affected_score_from_the_side_with_more_lesion() -> Non
     assert result["scores"] == {"r": 7, "l": 9}
     assert result["affected_regions"] == {"r": ["m1", "m2", "m3"], "l": ["c"]}
     assert result["lesion_ml"] == {"r": 3.0, "l": 1.5}
-    assert result["uncertain"] is False
+    # not an ordinary unilateral stroke: uncertain, and the result says why (issue 24)
+    assert result["uncertain"] is True
+    assert any("both hemispheres" in note for note in result["notes"]), result["notes"]
     # more lesion on the left, in fewer regions: the left decides
     result = score(lesions(m1_r=100, m2_r=100, c_l=200, l_l=150))
     assert result["affected_hemisphere"] == "l"
@@ -251,9 +253,10 @@ def test_uncertain_on_the_affected_side_only() -> None:
     near = score(lesions(m1_r=100, m2_r=10))  # m2: exactly at the rule
     assert near["affected_hemisphere"] == "r" and near["score"] == 8
     assert near["uncertain"] is True and near["uncertain_regions"]["r"] == ["m2"]
-    other = score(lesions(m1_r=100, m2_l=10))  # the uncertain region is on the other side
-    assert other["affected_hemisphere"] == "r"
+    other = score(lesions(m1_r=100, m2_l=9))  # the uncertain (unaffected) region is on the
+    assert other["affected_hemisphere"] == "r"  # other side
     assert other["uncertain"] is False and other["uncertain_regions"]["l"] == ["m2"]
+    assert other["affected_regions"]["l"] == []
 
 
 def test_qc_flagged_regions_make_the_score_uncertain() -> None:
