@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -305,11 +306,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         _restore_signal_handlers(previous)
 
 
+# Third-party loggers that print request headers (botocore's DEBUG carries the SigV4
+# Authorization header: an access key id and a replayable signature): never below WARNING.
+QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "pynetdicom", "grpc")
+SECRET_PATTERNS = (
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*b?['\"]?)[^'\"}\n]+"),
+    re.compile(r"(?i)((?:signature|credential)=)[^,&\s'\"]+"),
+    re.compile(r"(?i)(x-amz-(?:signature|credential|security-token)['\"]?\s*[:=]\s*['\"]?)"
+               r"[^'\"&,}\s]+"),
+    re.compile(r"(?i)(aws_(?:secret_access_key|access_key_id|session_token)['\"]?\s*[:=]\s*"
+               r"['\"]?)[^'\",}\s]+"),
+)
+
+
+class RedactSecrets(logging.Filter):
+    """Masks credentials in every log record that reaches the CLI's handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+def redact(text: str) -> str:
+    """``text`` with authorization headers, SigV4 signatures and AWS keys masked."""
+    for pattern in SECRET_PATTERNS:
+        text = pattern.sub(r"\1<redacted>", text)
+    return text
+
+
 def _configure_logging(verbose: bool) -> None:
     if verbose:
-        logging.basicConfig(
-            level=logging.DEBUG, stream=sys.stderr, format=f"{PROG}: %(name)s: %(message)s"
-        )
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(name)s: %(message)s"))
+        handler.addFilter(RedactSecrets())
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
         return
     warnings.simplefilter("ignore")  # numpy/nibabel warnings would break "one line"
     for name in ("", "nibabel", "aspects_client", "botocore", "boto3", "urllib3"):

@@ -102,7 +102,13 @@ log = logging.getLogger("aspects_client")
 MAX_FILES = 20_000  # files (zip members, S3 objects) in one DICOM input
 MAX_B_VALUE = 1500.0  # s/mm²: the highest b-value taken as "the DWI" when 1000 is absent
 PREFERRED_B_VALUE = 1000.0
-B_VALUE_TOLERANCE = 1.0  # s/mm²: b-values closer than this are one b-value
+B_VALUE_TOLERANCE = 1.0  # s/mm²: b-values closer than this are one b-value ...
+B_VALUE_RTOL = 0.02  # ... or within 2 % of each other (999 and 1000.9: one shell, rounding)
+MAX_INFLATE_RATIO = 200  # a zip member or deflated dataset may inflate at most this much
+MIN_ENCAPSULATED_FRAME_BYTES = 8  # an encapsulated frame holds at least one item header
+MAX_SPACING_OVER_THICKNESS = 1.9  # slices this far apart for their thickness: some missing
+_DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"
+_NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 MIN_SLICES = 3
 MAX_GANTRY_TILT_DEG = 30.0
 SPACING_RTOL, SPACING_ATOL_MM = 0.01, 0.01  # slice spacing regularity: max(atol, rtol * s)
@@ -412,6 +418,11 @@ def _gather_folder(folder: Path, label: str, budget: _Budget) -> list[tuple[str,
             rel = path.relative_to(folder).as_posix()
             if skipped_name(rel) or not path.is_file():
                 continue
+            if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+                raise UnsafeArchiveError(
+                    f"{label}: {printable(rel)} is a link to a file outside the folder; "
+                    "copy the series into one folder (links leading out are not followed)"
+                )
             budget.check_size(path.stat().st_size, rel)
             try:
                 out.append((rel, path.read_bytes()))
@@ -439,6 +450,12 @@ def _gather_zip(raw: bytes, label: str, budget: _Budget) -> list[tuple[str, byte
         members = [m for m in members if not skipped_name(m.filename)]
         for member in members:
             budget.check_size(member.file_size, member.filename)
+            if member.file_size > MAX_INFLATE_RATIO * max(member.compress_size, 1):
+                raise DecompressionBombError(
+                    f"{label}: {printable(member.filename)} inflates {member.file_size:,} "
+                    f"bytes from {member.compress_size:,} (more than {MAX_INFLATE_RATIO}x: "
+                    "possible zip bomb); refusing the archive"
+                )
         for member in members:
             if member.flag_bits & 0x1:
                 raise UnsafeArchiveError(
@@ -535,6 +552,7 @@ class _Instance:
     file: int  # index into the (name, bytes) list
     name: str
     ds: Dataset  # header only (no pixel data)
+    size: int = 0  # bytes of the file (bounds what its header may claim)
 
 
 @dataclass
@@ -571,7 +589,7 @@ def _parse_all(files: Sequence[tuple[str, bytes]], label: str) -> list[_Instance
         if sop_class in _NON_IMAGE_SOP_CLASSES or "Rows" not in ds or "Columns" not in ds:
             log.debug("DICOM: skipping a non-image object")
             continue
-        out.append(_Instance(index, name, ds))
+        out.append(_Instance(index, name, ds, len(data)))
     if not out:
         raise NotDicomError(
             f"{label}: no DICOM images among {len(files)} file(s); send the DWI series"
@@ -584,6 +602,7 @@ def _parse(data: bytes, name: str, label: str, *, stop_before_pixels: bool) -> D
     from pydicom.errors import InvalidDicomError
 
     shown = printable(name)
+    _check_deflated(data, shown, label)
     try:
         return pydicom.dcmread(io.BytesIO(data), force=False, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
@@ -595,6 +614,29 @@ def _parse(data: bytes, name: str, label: str, *, stop_before_pixels: bool) -> D
         raise UnreadableDicomError(
             f"{label}: {shown} is a damaged DICOM file ({type(exc).__name__}); re-export it"
         ) from None
+
+
+def _check_deflated(data: bytes, shown: str, label: str) -> None:
+    """A Deflated Explicit VR file inflates (in pydicom, without a bound) to at most
+    MAX_INFLATE_RATIO times its size: checked here first, streaming, 1 MiB at a time."""
+    if data[128:132] != b"DICM" or _DEFLATED_SYNTAX not in data[132:1024]:
+        return
+    has_length = data[132:136] == b"\x02\x00\x00\x00"  # (0002,0000) group length, UL
+    meta_length = int.from_bytes(data[140:144], "little") if has_length else 0
+    stream, limit, inflated = zlib.decompressobj(-zlib.MAX_WBITS), MAX_INFLATE_RATIO * len(data), 0
+    pending = data[144 + meta_length :]
+    try:
+        while pending and inflated <= limit and not stream.eof:
+            inflated += len(stream.decompress(pending, 1 << 20))
+            pending = stream.unconsumed_tail
+    except zlib.error:
+        return  # a damaged stream: pydicom reports it
+    if inflated > limit:
+        raise DecompressionBombError(
+            f"{label}: {shown} is a deflated DICOM file that inflates more than "
+            f"{MAX_INFLATE_RATIO}x its {len(data):,} bytes (possible decompression bomb); "
+            "refusing it: re-export the series uncompressed"
+        )
 
 
 def _group(instances: list[_Instance], label: str) -> list[_Group]:
@@ -646,16 +688,55 @@ class _Frame:
     intercept: float
 
 
-def _frames(group: _Group) -> list[_Frame]:
+def _frames(group: _Group, label: str) -> list[_Frame]:
     out = []
     for i, inst in enumerate(group.instances):
         ds = inst.ds
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        n_frames = _frame_count(inst, f"{label}: {group.title}")
         if "PerFrameFunctionalGroupsSequence" in ds or n_frames > 1:
             out.extend(_enhanced_frame(ds, i, f) for f in range(1, n_frames + 1))
         else:
             out.append(_classic_frame(ds, i))
     return out
+
+
+def _frame_count(inst: _Instance, where: str) -> int:
+    """NumberOfFrames, checked before any per-frame loop: a positive integer that the file's
+    size can hold (stored pixels, or one item per compressed frame), with one per-frame
+    functional group item per frame; UnreadableDicomError otherwise."""
+    ds, shown = inst.ds, printable(inst.name)
+    try:
+        raw = ds.get("NumberOfFrames", 1)
+        n = int(str(raw if raw not in (None, "") else 1).strip())
+    except (ValueError, TypeError):  # pydicom converts IS lazily: "abc" raises here
+        item = ds.get_item(0x00280008)
+        value = getattr(item, "value", b"")
+        raw = value.decode("ascii", "replace").strip() if isinstance(value, bytes) else value
+        n = 0
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if n < 1 or rows < 1 or columns < 1:
+        raise UnreadableDicomError(
+            f"{where}: {shown} declares NumberOfFrames {printable(str(raw))}, Rows {rows}, "
+            f"Columns {columns}: not an image (each must be a positive integer); re-export it"
+        )
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    deflated = syntax == _DEFLATED_SYNTAX.decode()
+    native = deflated or syntax in ("", *_NATIVE_SYNTAXES)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    per_frame = max(1, rows * columns * int(ds.get("SamplesPerPixel", 1) or 1) * bits // 8) \
+        if native else MIN_ENCAPSULATED_FRAME_BYTES
+    if inst.size and n * per_frame > inst.size * (MAX_INFLATE_RATIO if deflated else 1):
+        raise UnreadableDicomError(
+            f"{where}: {shown} declares {n:,} frames of {rows} x {columns}, more than its "
+            f"{inst.size:,} bytes can hold: the file is damaged or truncated; re-export it"
+        )
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    if items is not None and len(items) != n:
+        raise UnreadableDicomError(
+            f"{where}: {shown} has {len(items)} per-frame functional group items for {n} "
+            "frames: an inconsistent enhanced instance (frames would be dropped); re-export it"
+        )
+    return n
 
 
 def _classic_frame(ds: Dataset, index: int) -> _Frame:
@@ -840,17 +921,28 @@ def _dwi_rejection(group: _Group, frames: list[_Frame]) -> tuple[type[Exception]
     return None
 
 
+def same_b(a: float, b: float) -> bool:
+    """One b-value shell: within B_VALUE_TOLERANCE or B_VALUE_RTOL of each other (a scanner
+    writing 999 and 1000.9 on alternating slices acquired one shell)."""
+    return abs(a - b) < max(B_VALUE_TOLERANCE, B_VALUE_RTOL * max(abs(a), abs(b)))
+
+
 def _trace_b_values(frames: list[_Frame]) -> list[float]:
-    """The b-values in (0, MAX_B_VALUE] with non-directional images."""
+    """The b-value shells in (0, MAX_B_VALUE] with non-directional images (each shell by its
+    lowest value)."""
     bs = sorted(
         {round(f.b_value, 3) for f in frames if f.b_value is not None and not f.directional}
     )
-    return [b for b in bs if 0 < b <= MAX_B_VALUE]
+    shells: list[float] = []
+    for b in bs:
+        if not shells or not same_b(shells[-1], b):
+            shells.append(b)
+    return [b for b in shells if 0 < b <= MAX_B_VALUE]
 
 
 def _choose_b(frames: list[_Frame]) -> float:
     candidates = _trace_b_values(frames)
-    near = [b for b in candidates if abs(b - PREFERRED_B_VALUE) < B_VALUE_TOLERANCE]
+    near = [b for b in candidates if same_b(b, PREFERRED_B_VALUE)]
     return near[0] if near else candidates[-1]
 
 
@@ -866,7 +958,7 @@ def _listing(groups: Iterable[_Group]) -> str:
 def _select_dwi(
     groups: list[_Group], selector: str | int | None, label: str
 ) -> tuple[_Group, float]:
-    frames = {g.uid: _frames(g) for g in groups}
+    frames = {g.uid: _frames(g, label) for g in groups}
     if selector is not None:
         chosen = [g for g in groups if _matches(g, selector)]
         if not chosen:
@@ -925,7 +1017,7 @@ def _select_adc(
                 f"{printable(str(selector))} for the ADC; the input holds {_listing(groups)}"
             )
         return chosen[0]
-    candidates = [g for g in groups if g is not dwi and _is_adc(g, _frames(g))]
+    candidates = [g for g in groups if g is not dwi and _is_adc(g, _frames(g, label))]
     if dwi is not None:
         study = dwi.first.get("StudyInstanceUID")
         candidates = [g for g in candidates if g.first.get("StudyInstanceUID") == study]
@@ -954,18 +1046,19 @@ def _series_volume(
     label: str,
     limits: Limits,
 ) -> DicomSeries:
-    frames = _frames(group)
+    frames = _frames(group, label)
     if role == "dwi":
         frames = [
             f
             for f in frames
             if f.b_value is not None
             and not f.directional
-            and abs(f.b_value - float(b_value or 0)) < B_VALUE_TOLERANCE
+            and same_b(f.b_value, float(b_value or 0))
         ]
     where = f"{label}: {group.title}"
     layout = _check_frames(frames, where, limits)
     order, affine, sheared = _stack_geometry(frames, layout, where)
+    _check_against_thickness(float(np.linalg.norm(affine[:3, 2])), group.first, where)
     # the instances with pixel data, parsed again in full (only those of this series)
     used: list[int] = []
     for k in order:
@@ -1099,6 +1192,37 @@ def _check_frames(frames: list[_Frame], where: str, limits: Limits) -> tuple[int
             "vectors; re-export the series"
         )
     return rows, columns
+
+
+def _slice_measures(ds: Dataset) -> tuple[float | None, float | None]:
+    """(SpacingBetweenSlices, SliceThickness) in mm, from the dataset or its shared
+    functional groups; None where absent."""
+    shared = _functional_group(ds, 1, "PixelMeasuresSequence") if "NumberOfFrames" in ds \
+        else None
+    values = []
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = _number(ds.get(keyword, None if shared is None else shared.get(keyword)), None)
+        values.append(value if value is not None and value > 0 else None)
+    return values[0], values[1]
+
+
+def _check_against_thickness(step: float, ds: Dataset, where: str) -> None:
+    """MissingSlicesError when evenly spaced slices lie further apart than the series says
+    (every other slice file missing keeps the spacing even)."""
+    spacing, thickness = _slice_measures(ds)
+    if spacing is not None and step > 1.5 * spacing:
+        said, nominal = f"SpacingBetweenSlices {spacing:g} mm", spacing
+    elif spacing is None and thickness is not None and (
+        step >= MAX_SPACING_OVER_THICKNESS * thickness
+    ):
+        said, nominal = f"SliceThickness {thickness:g} mm", thickness
+    else:
+        return
+    every = round(step / nominal)
+    raise MissingSlicesError(
+        f"{where}: the slices are {step:.2f} mm apart, but the series says {said}: about "
+        f"{every - 1} of every {every} slices are missing; send the complete series"
+    )
 
 
 def _stack_geometry(

@@ -74,6 +74,7 @@ _OPTION = {
     "retries": "--retries",
     "root_certificates": "--root-certificates",
     "priority": "--priority",
+    "ssl": "--tls",
 }
 
 
@@ -102,6 +103,10 @@ class InferenceSettings:
         if not isinstance(self.model, str) or not self.model:
             raise UsageError(f"{_name('model')} must be a model name, got {self.model!r}")
         if self.root_certificates is not None:
+            if not self.ssl:  # a CA bundle without TLS would silently connect in plaintext
+                raise UsageError(
+                    f"{_name('root_certificates')} is for TLS: add --tls (ssl=True), or drop it"
+                )
             path = self.root_certificates
             if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
                 raise UsageError(f"{_name('root_certificates')}: no such file: {path!r}")

@@ -134,7 +134,8 @@ def _release(args: argparse.Namespace) -> None:
         print(manifest["release"])
     elif args.release_command == "list":
         for r in releases.list_releases(store):
-            state = "complete" if r.complete else "INCOMPLETE (do not serve)"
+            state = "complete" if r.complete else (f"CORRUPT (do not serve: {r.corrupt})"
+                                                   if r.corrupt else "INCOMPLETE (do not serve)")
             row = (r.release_id, state, r.created_utc, r.engine_gpu or "-", r.checkpoint)
             print("\t".join(row))
     else:

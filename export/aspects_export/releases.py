@@ -36,7 +36,8 @@ RELEASES_DIR = "releases"
 MANIFEST_FILE = "RELEASE.json"
 MANIFEST_VERSION = 1
 ENGINE_KEY_FILE = "model.plan.json"  # beside unet/1/model.plan (repository.write_repository)
-RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RELEASE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no trailing \n
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # TensorRT inside each NGC Triton release the deployment may pin (its release notes /
 # frameworks support matrix).  An engine serialised by another TensorRT does not load.
 SERVING_TENSORRT: dict[str, str] = {"24.10": "10.5.0"}
@@ -209,7 +210,7 @@ def new_release_id(repo: Path, now: float | None = None) -> str:
 
 
 def _check_id(release_id: str) -> str:
-    if not isinstance(release_id, str) or not RELEASE_ID_RE.match(release_id):
+    if not isinstance(release_id, str) or not RELEASE_ID_RE.fullmatch(release_id):
         raise ReleaseError(
             f"release id {release_id!r} is not valid: letters, digits, '.', '_', '-' only "
             "(as printed by 'aspects-export release publish' or 'release list')"
@@ -257,10 +258,15 @@ class ReleaseInfo:
     created_utc: str = ""
     checkpoint: str = ""
     engine_gpu: str = ""
+    corrupt: str = ""  # why its manifest cannot be used (then complete is False)
 
 
 def list_releases(store: Store) -> list[ReleaseInfo]:
-    """Every release id under ``releases/``, oldest first (ids sort by time)."""
+    """Every release id under ``releases/``, oldest first (ids sort by time); a release whose
+    manifest is unusable is listed with ``corrupt`` set, and the others still are."""
+    if isinstance(store, DirStore) and not store.root.is_dir():
+        raise ReleaseError(f"the store {store.url} does not exist; give the directory (or "
+                           "s3://bucket/prefix) that 'release publish' wrote to")
     ids: dict[str, bool] = {}
     for key in store.keys(f"{RELEASES_DIR}/"):
         parts = key.split("/")
@@ -273,7 +279,11 @@ def list_releases(store: Store) -> list[ReleaseInfo]:
         if not ids[rid]:
             out.append(ReleaseInfo(rid, False))
             continue
-        m = json.loads(store.read(f"{RELEASES_DIR}/{rid}/{MANIFEST_FILE}") or b"{}")
+        try:
+            m = parse_manifest(store.read(f"{RELEASES_DIR}/{rid}/{MANIFEST_FILE}") or b"", rid)
+        except ReleaseError as exc:
+            out.append(ReleaseInfo(rid, False, corrupt=str(exc)))
+            continue
         key = m.get("engine_key") or {}
         out.append(
             ReleaseInfo(rid, True, m.get("created_utc", ""), m.get("checkpoint", ""),
@@ -292,9 +302,44 @@ def read_manifest(store: Store, release_id: str) -> dict[str, Any]:
             f"release {release_id} in {store.url} is {state}: it has no {MANIFEST_FILE}; "
             "serve a complete release ('aspects-export release list')"
         )
-    manifest = json.loads(raw)
-    if manifest.get("release") != release_id or not isinstance(manifest.get("files"), dict):
-        raise ReleaseError(f"{base}{MANIFEST_FILE} in {store.url} is not this release's manifest")
+    return parse_manifest(raw, release_id, where=f"{base}{MANIFEST_FILE} in {store.url}")
+
+
+def safe_relative(rel: object) -> str | None:
+    """``rel`` when it is a plain relative POSIX path inside a release, else None."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return None
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return None
+    return rel
+
+
+def parse_manifest(raw: bytes, release_id: str, *, where: str = "") -> dict[str, Any]:
+    """The manifest of ``release_id`` from its bytes, every entry checked: valid JSON, this
+    release's id, at least one file, each a safe relative path with an integer size and a
+    sha256, and safe relative ``empty_dirs``.  ReleaseError (the release is corrupt) else."""
+    where = where or f"the manifest of {release_id}"
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReleaseError(f"{where} is not valid JSON ({exc}): the release is corrupt; "
+                           "serve another release or publish a new one") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or manifest.get("release") != release_id:
+        raise ReleaseError(f"{where} is not this release's manifest: the release is corrupt")
+    if not files:
+        raise ReleaseError(f"{where} lists no files: the release is corrupt")
+    for rel, meta in files.items():
+        ok = isinstance(meta, dict) and type(meta.get("bytes")) is int and meta["bytes"] >= 0
+        if safe_relative(rel) is None or not ok or not SHA256_RE.fullmatch(
+                str(meta.get("sha256", ""))):
+            raise ReleaseError(f"{where}: the entry {rel!r} is not a safe relative path with "
+                               "'bytes' and 'sha256': the release is corrupt")
+    dirs = manifest.get("empty_dirs", [])
+    if not isinstance(dirs, list) or any(safe_relative(d) is None for d in dirs):
+        raise ReleaseError(f"{where}: empty_dirs {dirs!r} holds an unsafe path: the release "
+                           "is corrupt")
     return manifest
 
 
@@ -348,9 +393,7 @@ def fetch(
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.fetch-"))
     try:
         base = f"{RELEASES_DIR}/{release_id}/"
-        for rel, meta in manifest["files"].items():
-            if rel.startswith("/") or ".." in rel.split("/"):
-                raise ReleaseError(f"manifest of {release_id} names an unsafe path {rel!r}")
+        for rel, meta in manifest["files"].items():  # safe paths: parse_manifest
             path = staging / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             store.download(base + rel, path)

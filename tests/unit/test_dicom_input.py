@@ -290,7 +290,7 @@ def bad_cases(dwi, head):
         "unreadable pixels": (
             [*dwi[:3], truncated, *dwi[4:]],
             errors.UnreadableDicomError,
-            "cannot be decoded",
+            "damaged or truncated; re-export it",  # not "re-export uncompressed" (issue 24)
         ),
     }
 
@@ -483,3 +483,125 @@ def test_the_synthetic_series_are_valid_dicom(head, study, tmp_path):
         lines = (run.stdout + run.stderr).splitlines()
         assert lines and lines[0] == name.split()[0], lines[:3]
         assert not [line for line in lines if line.startswith("Error")], (name, lines)
+
+
+# --- the attack corpus (issue 24): inputs built here that hung, exploded or were read
+# wrong on the previous main ------------------------------------------------------------------
+
+
+def _enhanced(head, study, **edit):
+    """One enhanced multi-frame DWI instance (b = 1000) with ``edit`` applied to it."""
+    datasets = series_from_image(head, b_values=(1000,), multiframe=True, study=study)
+    ds = copy.deepcopy(datasets[0])
+    for keyword, value in edit.items():
+        if keyword == "per_frame_items":
+            ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence[:value]
+        else:
+            setattr(ds, keyword, value)
+    return [ds]
+
+
+def _with_frames_text(ds, text: bytes) -> bytes:
+    """``ds`` written with NumberOfFrames replaced by ``text`` (pydicom refuses to set it)."""
+    marker = b"\x28\x00\x08\x00IS"  # (0028,0008) explicit VR little endian
+    data = to_bytes(ds)
+    at = data.index(marker)
+    length = int.from_bytes(data[at + 6 : at + 8], "little")
+    value = text.ljust(length)[:length]
+    return data[: at + 8] + value + data[at + 8 + length :]
+
+
+ENHANCED_ATTACKS = {
+    "NumberOfFrames 2147483647 (hung the client)": (
+        {"NumberOfFrames": 2147483647}, r"declares 2,147,483,647 frames .* more than its"),
+    "NumberOfFrames -5 ('no diffusion b-value')": (
+        {"NumberOfFrames": -5}, r"NumberOfFrames -5.*positive integer"),
+    "Rows 0 ('re-export uncompressed')": ({"Rows": 0}, r"Rows 0.*positive integer"),
+    "fewer per-frame items than frames (frames dropped)": (
+        {"per_frame_items": 3}, r"3 per-frame functional group items for 9 frames"),
+}
+
+
+@pytest.mark.parametrize("attack", list(ENHANCED_ATTACKS), ids=list(ENHANCED_ATTACKS))
+def test_a_lying_enhanced_instance_is_refused_before_any_frame_loop(head, study, attack):
+    edit, pattern = ENHANCED_ATTACKS[attack]
+    datasets = _enhanced(head, study, **edit)
+    with pytest.raises(errors.UnreadableDicomError, match=pattern) as info:
+        read_dicom_files(files_of(datasets), label="case")
+    assert str(info.value).startswith("case: ")
+
+
+def test_a_non_numeric_frame_count_is_refused_not_raised(head, study):
+    """A NumberOfFrames that is no number went through the API as a raw ValueError."""
+    data = _with_frames_text(_enhanced(head, study)[0], b"ab")
+    with pytest.raises(errors.UnreadableDicomError, match=r"NumberOfFrames ab,.*positive"):
+        read_dicom_files([("IM0001.dcm", data)], label="case")
+
+
+def test_every_other_slice_missing_is_refused(dwi):
+    """Evenly spaced, so the gap rule saw nothing: half the slices were segmented."""
+    half = [copy.deepcopy(ds) for ds in dwi[::2]]
+    for ds in half:
+        ds.SliceThickness = float(dwi[0].SliceThickness) if "SliceThickness" in dwi[0] else 5.0
+        if "SpacingBetweenSlices" in ds:
+            del ds.SpacingBetweenSlices
+    with pytest.raises(errors.MissingSlicesError, match=r"SliceThickness .* of every 2 slices"):
+        read_dicom_files(files_of(half), label="case")
+    with_spacing = [copy.deepcopy(ds) for ds in half]
+    for ds in with_spacing:
+        ds.SpacingBetweenSlices = ds.SliceThickness
+    with pytest.raises(errors.MissingSlicesError, match="SpacingBetweenSlices"):
+        read_dicom_files(files_of(with_spacing), label="case")
+
+
+def test_alternating_b_values_of_one_shell_give_the_whole_volume(dwi):
+    """999 and 1000.9 on alternating slices: one shell (scanner rounding), every slice read
+    (half of them were dropped before)."""
+    alternating = [copy.deepcopy(ds) for ds in dwi]
+    for k, ds in enumerate(alternating):
+        ds.DiffusionBValue = 999.0 if k % 2 else 1000.9
+    got = read_dicom_files(files_of(alternating), label="case")
+    assert len(got.dwi.frames) == len(dwi)
+
+
+def _deflated(ds) -> bytes:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    out = copy.deepcopy(ds)
+    out.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    out.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_a_deflate_bomb_is_refused_before_pydicom_inflates_it(dwi):
+    """A Deflated Explicit VR file whose dataset inflates ~1000x (zeros): pydicom inflates
+    without a bound (6.3 GB RSS for a 3 MB file); refused here from a bounded stream."""
+    bomb = copy.deepcopy(dwi[0])
+    bomb.ImageComments = "0" * 20_000_000  # compresses ~1000x
+    data = _deflated(bomb)
+    assert len(data) < 200_000  # premise: small on disk
+    with pytest.raises(errors.DecompressionBombError, match="inflates more than 200x"):
+        read_dicom_files([("IM0001.dcm", data)], label="case")
+    normal = [(f"IM{n:04d}.dcm", _deflated(ds)) for n, ds in enumerate(dwi, 1)]
+    assert len(read_dicom_files(normal, label="case").dwi.frames) == len(dwi)  # still read
+
+
+def test_a_zip_member_inflating_past_the_ratio_is_refused_before_inflating(tmp_path, dwi):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("IM0001.dcm", to_bytes(dwi[0]))
+        archive.writestr("IM0002.dcm", bytes(60_000_000))  # honest sizes, 1000:1
+    (tmp_path / "bomb.zip").write_bytes(buffer.getvalue())
+    with pytest.raises(errors.DecompressionBombError, match="more than 200x"):
+        read_dicom(tmp_path / "bomb.zip")
+
+
+def test_a_link_out_of_the_folder_is_not_followed(tmp_path, dwi):
+    folder = tmp_path / "series"
+    write_series(dwi, folder)
+    outside = tmp_path / "secret.dcm"
+    outside.write_bytes(to_bytes(dwi[0]))
+    os.symlink(outside, folder / "link.dcm")
+    with pytest.raises(errors.UnsafeArchiveError, match="link to a file outside the folder"):
+        read_dicom(folder)

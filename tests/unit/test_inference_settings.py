@@ -97,6 +97,14 @@ def test_root_certificates_must_be_a_readable_file(tmp_path: Path) -> None:
     assert InferenceSettings(ssl=True, root_certificates=str(pem)).root_certificates == str(pem)
 
 
+def test_root_certificates_without_tls_are_refused_not_ignored(tmp_path: Path) -> None:
+    """A CA bundle without --tls used to connect in plaintext, silently (issue 24)."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(UsageError, match="--root-certificates .*is for TLS: add --tls"):
+        InferenceSettings(root_certificates=str(pem))
+
+
 def test_connect_attempt_deadline_is_the_connect_timeout() -> None:
     """gRPC core uses grpc.min_reconnect_backoff_ms as each connect attempt's deadline; it
     was 100 ms, so a slow handshake never finished.  The reconnect backoff stays short."""

@@ -224,3 +224,58 @@ def test_the_gates_refuse_ellipses_where_phantoms_are_required(tmp_path: Path, m
     monkeypatch.setenv("ASPECTS_REQUIRE_PHANTOM", "1")
     with pytest.raises(ExportError, match="need atlas phantoms"):
         gate_slices(2)
+
+
+# --- hostile manifests and stores (issue 24) -------------------------------------------------
+
+TAMPERED = {
+    "invalid JSON": lambda m: b"{not json",
+    "an entry without bytes": lambda m: _json({**m, "files": {
+        k: {"sha256": v["sha256"]} for k, v in m["files"].items()}}),
+    "no files at all": lambda m: _json({**m, "files": {}}),
+    "empty_dirs escaping the target": lambda m: _json({**m, "empty_dirs": ["../../../../X"]}),
+    "an absolute empty_dir": lambda m: _json({**m, "empty_dirs": ["/tmp/aspects-escape-X"]}),
+    "a file path escaping the target": lambda m: _json({**m, "files": {
+        "../x": next(iter(m["files"].values()))}}),
+}
+
+
+def _json(manifest: dict) -> bytes:
+    return json.dumps(manifest).encode()
+
+
+@pytest.mark.parametrize("how", list(TAMPERED), ids=list(TAMPERED))
+def test_a_tampered_manifest_is_corrupt_listed_and_never_fetched(
+    tmp_path: Path, how: str, capsys
+) -> None:
+    store = releases.open_store(tmp_path / "store")
+    releases.publish(_repository(tmp_path / "a"), store, release_id="r1")
+    releases.publish(_repository(tmp_path / "b", unet=b"other"), store, release_id="r2")
+    path = tmp_path / "store" / releases.RELEASES_DIR / "r1" / releases.MANIFEST_FILE
+    path.write_bytes(TAMPERED[how](json.loads(path.read_bytes())))
+    with pytest.raises(releases.ReleaseError, match="corrupt"):
+        releases.fetch(store, "r1", tmp_path / "served" / "repo", gpu_name=None)
+    assert not (tmp_path / "served").exists()  # refused before any directory was made
+    assert not Path("/tmp/aspects-escape-X").exists() and not (tmp_path.parent / "X").exists()
+    listed = {r.release_id: r for r in releases.list_releases(store)}
+    assert listed["r1"].corrupt and not listed["r1"].complete
+    assert listed["r2"].complete  # one corrupt release does not break the list
+    assert export_main(["release", "list", "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr()
+    assert "r1\tCORRUPT" in out.out and "r2\tcomplete" in out.out and "Traceback" not in out.err
+    code = export_main(["release", "fetch", "--store", str(tmp_path / "store"), "--id", "r1",
+                        "-o", str(tmp_path / "served2"), "--gpu", "none"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "corrupt" in err and "Traceback" not in err
+
+
+def test_an_id_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
+    store = releases.open_store(tmp_path / "store")
+    with pytest.raises(releases.ReleaseError, match="not valid"):
+        releases.publish(_repository(tmp_path / "a"), store, release_id="r1\n")
+    assert not (tmp_path / "store").exists()
+
+
+def test_listing_a_store_that_does_not_exist_is_an_error(tmp_path: Path, capsys) -> None:
+    assert export_main(["release", "list", "--store", str(tmp_path / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,67 @@
+"""No confident nonsense through the real CLI, Triton (oracle unet) and S3 (issue 24): what
+used to exit 0 with a normal-looking answer is refused with one line, and nothing secret is
+printed at any verbosity.  The pure cases are in tests/unit/test_confident_nonsense.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from .oracle_cases import painted_phantom
+
+pytestmark = [pytest.mark.integration]
+
+CLI = [sys.executable, "-m", "aspects_client.cli"]
+
+
+def _noise(path) -> None:
+    rng = np.random.default_rng(4)
+    affine = np.diag([0.9, 0.9, 5.0, 1.0])
+    nib.save(nib.Nifti1Image(rng.uniform(0, 1000, (192, 192, 12)).astype(np.float32), affine),
+             path)
+
+
+def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_noise_is_never_scored_and_fails_qc(triton_oracle, tmp_path) -> None:
+    noise = tmp_path / "noise.nii.gz"
+    _noise(noise)
+    url = ["--url", triton_oracle.server.grpc_url]
+    scored = _run(["segment", str(noise), "-o", str(tmp_path / "a.json"), "--score", *url])
+    assert scored.returncode == 1, scored.stderr
+    assert scored.stderr.strip().count("\n") == 0, scored.stderr
+    assert "no ASPECTS region was found" in scored.stderr
+    assert not (tmp_path / "a.json").exists()
+    plain = _run(["segment", str(noise), "-o", str(tmp_path / "b.json"), *url])
+    assert plain.returncode == 0, plain.stderr
+    assert "no ASPECTS region found" in plain.stderr  # the QC warning line
+
+
+def test_verbose_logs_never_carry_credentials(triton_oracle, s3_server, s3_client, tmp_path):
+    phantom = painted_phantom(seed=3, n_slices=6)
+    nib.save(phantom.image, tmp_path / "dwi.nii.gz")
+    s3_client.create_bucket(Bucket="verbose")
+    s3_client.upload_file(str(tmp_path / "dwi.nii.gz"), "verbose", "case/dwi.nii.gz")
+    env = {"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": s3_server.access_key,
+           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "AWS_DEFAULT_REGION": "us-east-1",
+           "HOME": str(tmp_path)}
+    proc = _run(["-v", "segment", "s3://verbose/case/dwi.nii.gz", "-o", str(tmp_path / "o.json"),
+                 "--url", triton_oracle.server.grpc_url, "--endpoint-url",
+                 s3_server.endpoint_url], env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "aspects: " in proc.stderr  # -v did log
+    for secret in (s3_server.access_key, s3_server.secret_key, "AWS4-HMAC-SHA256 Credential"):
+        assert secret not in proc.stderr and secret not in proc.stdout
+
+
+def test_root_certificates_without_tls_exit_2(tmp_path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    proc = _run(["segment", str(tmp_path / "x.nii.gz"), "--root-certificates", str(pem)])
+    assert proc.returncode == 2 and "add --tls" in proc.stderr, proc.stderr
