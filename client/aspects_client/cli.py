@@ -96,6 +96,11 @@ def _float(text: str) -> float:
 
 def triton_url(text: str) -> str:
     """``host:port`` (IPv6 as ``[addr]:port``), port 1..65535."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"must be host:port without a scheme (gRPC, not a URL), got {text!r}; e.g. "
+            "triton:8001 (add --tls for TLS)"
+        )
     host, sep, port = text.rpartition(":")
     if not sep or not host or host in ("[]",):
         raise argparse.ArgumentTypeError(f"must be host:port, got {text!r}")
@@ -415,6 +420,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise UsageError("--volume-index is for 4D NIfTI; choose a DICOM series with --series")
     if args.name is not None and len(sources) > 1:
         raise UsageError(f"--name records one source's name, but {len(sources)} were given")
+    if args.adc_scale is not None and not args.adc and not any_dicom:
+        raise UsageError(
+            "--adc-scale converts the values of an --adc map, but no --adc was given; add "
+            "--adc ADC (or drop --adc-scale)"
+        )
     adcs: list[str | None] = list(args.adc) if args.adc else [None] * len(sources)
     if len(adcs) != len(sources):
         raise UsageError(

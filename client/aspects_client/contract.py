@@ -16,6 +16,10 @@ SCHEMA_VERSION = "1.2.0"  # 1.1: the "qc" object; 1.2: the optional "aspects" sc
 # under another contract as stale.  1: one slice at 512x512; 2: 2.5D stacks at 256x256.
 CONTRACT_VERSION = "2"
 
+# --- what any input volume must be (NIfTI and DICOM alike; docs/errors.md) ----------------
+MIN_SLICES = 3  # slices along the patient's S-I axis (2.5D stacks need a neighbour each side)
+MAX_SHEAR_DEG = 30.0  # slices sheared further than this (gantry tilt) are refused
+
 # --- classes, in model output order -------------------------------------------------
 
 

@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 
+from . import contract
 from .errors import (
     DecompressionBombError,
     DuplicateSlicesError,
@@ -109,8 +110,8 @@ MIN_ENCAPSULATED_FRAME_BYTES = 8  # an encapsulated frame holds at least one ite
 MAX_SPACING_OVER_THICKNESS = 1.9  # slices this far apart for their thickness: some missing
 _DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"
 _NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
-MIN_SLICES = 3
-MAX_GANTRY_TILT_DEG = 30.0
+MIN_SLICES = contract.MIN_SLICES  # one rule for NIfTI and DICOM (docs/errors.md)
+MAX_GANTRY_TILT_DEG = contract.MAX_SHEAR_DEG
 SPACING_RTOL, SPACING_ATOL_MM = 0.01, 0.01  # slice spacing regularity: max(atol, rtol * s)
 GEOMETRY_ATOL = 1e-4  # orientation cosines and pixel spacing (mm) equality
 TILT_FREE_DEG = 0.01  # a stack within this angle of the normal is not sheared
@@ -914,6 +915,12 @@ def _dwi_rejection(group: _Group, frames: list[_Frame]) -> tuple[type[Exception]
     if max(bs) <= 0:
         return NotDiffusionError, "only b = 0 images"
     if not _trace_b_values(frames):
+        trace = [f.b_value for f in frames if f.b_value is not None and not f.directional]
+        if trace and max(trace) > MAX_B_VALUE:
+            return NotDiffusionError, (
+                f"trace b-values up to {max(trace):g} s/mm², none in 0 < b <= {MAX_B_VALUE:g} "
+                "(a damaged DiffusionBValue?); send the b≈1000 trace series"
+            )
         return NotDiffusionError, (
             "only directional diffusion images (no trace/isotropic image); send the "
             "scanner's trace (TRACEW/isotropic) series"
@@ -1030,7 +1037,8 @@ def _select_adc(
     if len(candidates) > 1:
         raise MixedSeriesError(
             f"{label}: {len(candidates)} ADC series: {_listing(candidates)}; choose one with "
-            "adc_series= (CLI: --adc-series NUMBER_OR_UID)"
+            "adc_series= (API), or give that series' files as --adc (CLI) and leave the "
+            "other out of the input"
         )
     return candidates[0] if candidates else None
 
@@ -1136,6 +1144,11 @@ def _pixels(ds: Dataset, name: str, where: str) -> np.ndarray:
         ) from None
 
 
+def _numbers(values: Iterable[Any]) -> str:
+    """``(2, 0.5, 1)``: plain numbers for a message (never ``np.float64(2.0)``)."""
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
 def _check_frames(frames: list[_Frame], where: str, limits: Limits) -> tuple[int, int]:
     """One size, orientation and pixel spacing, enough slices, within the voxel bound;
     returns (rows, columns)."""
@@ -1180,7 +1193,9 @@ def _check_frames(frames: list[_Frame], where: str, limits: Limits) -> tuple[int
             f"{where}: the images have different pixel spacings; send one acquisition"
         )
     if np.min(spacing) <= 0:
-        raise InconsistentGeometryError(f"{where}: PixelSpacing {tuple(spacing)} is not positive")
+        raise InconsistentGeometryError(
+            f"{where}: PixelSpacing {_numbers(spacing)} is not positive"
+        )
     row_dir, col_dir = reference[:3], reference[3:]
     if (
         abs(np.linalg.norm(row_dir) - 1) > 1e-3
@@ -1188,7 +1203,7 @@ def _check_frames(frames: list[_Frame], where: str, limits: Limits) -> tuple[int
         or abs(row_dir @ col_dir) > 1e-3
     ):
         raise InconsistentGeometryError(
-            f"{where}: ImageOrientationPatient {tuple(reference)} is not two orthogonal unit "
+            f"{where}: ImageOrientationPatient {_numbers(reference)} is not two orthogonal unit "
             "vectors; re-export the series"
         )
     return rows, columns

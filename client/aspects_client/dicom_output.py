@@ -88,6 +88,18 @@ COPIED_STUDY_ATTRIBUTES: tuple[str, ...] = (
     "StudyID",
     "AccessionNumber",
 )
+# Where the source was acquired: never carried into an output's ContributingEquipmentSequence
+# items, which name the source's scanner (docs/dicom.md).
+EQUIPMENT_IDENTITY: tuple[str, ...] = (
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "InstitutionCodeSequence",
+    "InstitutionalDepartmentTypeCodeSequence",
+    "StationName",
+    "DeviceSerialNumber",
+    "OperatorsName",
+)
 # Root attributes of the study-level modules outside groups 0010/0012/0032/0038 that
 # highdicom copies and a derived object does not need.
 _STUDY_EXTRAS: tuple[str, ...] = (
@@ -609,7 +621,8 @@ def dicom_output_files(datasets: Mapping[str, Dataset], stem: str) -> dict[str, 
 
 def strip_identity(ds: Dataset) -> Dataset:
     """Remove every root attribute of the patient, patient-study, clinical-trial, visit and
-    study modules except ``COPIED_PATIENT_ATTRIBUTES`` and ``COPIED_STUDY_ATTRIBUTES``."""
+    study modules except ``COPIED_PATIENT_ATTRIBUTES`` and ``COPIED_STUDY_ATTRIBUTES``, and
+    the source's ``EQUIPMENT_IDENTITY`` in the ContributingEquipmentSequence items."""
     keep = set(COPIED_PATIENT_ATTRIBUTES) | set(COPIED_STUDY_ATTRIBUTES)
     drop = [
         elem.tag
@@ -619,6 +632,10 @@ def strip_identity(ds: Dataset) -> Dataset:
     ]
     for tag in drop:
         del ds[tag]
+    for item in ds.get("ContributingEquipmentSequence", []):  # the root's are this software's
+        for keyword in EQUIPMENT_IDENTITY:
+            if keyword in item:
+                delattr(item, keyword)
     return ds
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,11 @@ def _inflate_bounded(
             if not chunk:
                 break
             head += chunk
+        if len(head) < NIFTI1_HEADER_BYTES and not stream.complete:
+            raise CorruptVolumeError(
+                f"{label}: truncated: the gzip stream ends after {len(head)} inflated bytes, "
+                "inside the NIfTI header; re-download or re-export the file"
+            )
         header = _parse_header(head, label)
         expected = check_layout(header, label, limits, volume_index)
         if expected > n_raw * MAX_DEFLATE_RATIO + NIFTI2_HEADER_BYTES:
@@ -331,6 +337,7 @@ def _parse_header(raw: bytes | bytearray | memoryview, label: str) -> nib.Nifti1
             f"{label}: not a NIfTI file (no NIfTI-1/2 magic); "
             "send a .nii or .nii.gz volume (DICOM must be converted first, e.g. dcm2niix)"
         )
+    _check_dim0(head, klass is nib.Nifti2Header, label)
     try:
         header = klass.from_fileobj(io.BytesIO(head[:size]), check=False)
         file_pixdim = np.array(header["pixdim"][1:4], copy=True)
@@ -345,6 +352,20 @@ def _parse_header(raw: bytes | bytearray | memoryview, label: str) -> nib.Nifti1
         raise CorruptVolumeError(f"{label}: inconsistent NIfTI header ({'; '.join(errors)})")
     header["pixdim"][1:4] = file_pixdim  # undo nibabel's 0 -> 1 mm and abs(): never invent
     return header
+
+
+def _check_dim0(head: bytes, nifti2: bool, label: str) -> None:
+    """dim[0] (the number of dimensions, 1..7) also tells the byte order: a value that is
+    valid in neither order would make nibabel read every field byte-swapped."""
+    at, fmt = (16, "q") if nifti2 else (40, "h")
+    values = {struct.unpack(f"{order}{fmt}", head[at : at + struct.calcsize(fmt)])[0]
+              for order in "<>"}
+    if not any(1 <= v <= 7 for v in values):
+        shown = struct.unpack(f"<{fmt}", head[at : at + struct.calcsize(fmt)])[0]
+        raise CorruptVolumeError(
+            f"{label}: the header's dim[0] (the number of dimensions) is {shown}, not 1..7: "
+            "the header is damaged; re-export the file"
+        )
 
 
 def _check_vox_offset(offset: float, minimum: int, label: str) -> None:
@@ -529,6 +550,27 @@ def check_inplane(shape: tuple[int, ...], affine: np.ndarray, label: str, limits
             f"{limits.min_inplane_fov_mm:g} mm each way expected for a head): check the voxel "
             "sizes in the header and that this is the DWI volume"
         )
+    if shape[axis] < contract.MIN_SLICES:
+        raise DimensionalityError(
+            f"{label}: only {shape[axis]} slice(s) along array axis {axis} (the patient's S-I "
+            f"direction); send the whole DWI volume (at least {contract.MIN_SLICES} slices "
+            "covering the brain)"
+        )
+    shear = shear_deg(affine, axis)
+    if shear > contract.MAX_SHEAR_DEG:
+        raise VoxelSizeError(
+            f"{label}: the slices are sheared by {shear:.1f}° (gantry tilt; at most "
+            f"{contract.MAX_SHEAR_DEG:g}° is handled); send a volume resampled without tilt"
+        )
+
+
+def shear_deg(affine: np.ndarray, slice_axis: int) -> float:
+    """Degrees between the slice axis and the normal of the two in-plane axes (0: no tilt)."""
+    linear = np.asarray(affine, np.float64)[:3, :3]
+    a, b = (linear[:, i] for i in range(3) if i != slice_axis)
+    normal, step = np.cross(a, b), linear[:, slice_axis]
+    cosine = abs(float(normal @ step)) / float(np.linalg.norm(normal) * np.linalg.norm(step))
+    return math.degrees(math.acos(min(1.0, cosine)))
 
 
 def _check_units(header: nib.Nifti1Header, label: str) -> None:

@@ -288,3 +288,54 @@ def test_every_program_says_dash_o_output(argv):
     cmd = [sys.executable, "-m", modules[argv[0]], *argv[1:], "--help"]
     text = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     assert "-o" in text and "--output" in text, text
+
+
+# --- messages that pointed the wrong way (issue 24) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--url", "http://127.0.0.1:8001"], 2, ("--url", "without a scheme")),
+        (["--adc-scale", "1000"], 2, ("--adc-scale", "no --adc was given")),
+        (["--root-certificates", __file__], 2, ("add --tls",)),
+    ],
+    ids=["url with a scheme (was exit 1)", "adc-scale without adc (was ignored)",
+         "root-certificates without tls (was plaintext)"],
+)
+def test_misused_options_are_usage_errors(case, tmp_path, args, code, words):
+    volume, _ = case
+    proc = run("segment", str(volume), "-o", str(tmp_path / "r.json"), *args)
+    one_error_line(proc, code, *words)
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("truncated gzip (10 bytes)", ("truncated", "inside the NIfTI header")),
+        ("dim[0] = 9", ("dim[0]", "is 9, not 1..7")),
+        ("vox_offset = 0", ("vox_offset is 0",)),
+    ],
+)
+def test_damaged_files_are_named_for_what_is_wrong(case, tmp_path, damage, words):
+    import gzip
+    import struct
+
+    volume, _ = case
+    raw = bytearray(gzip.decompress(volume.read_bytes()))
+    if damage.startswith("dim"):
+        struct.pack_into("<h", raw, 40, 9)
+    elif damage.startswith("vox"):
+        struct.pack_into("<f", raw, 108, 0.0)
+    data = gzip.compress(bytes(raw))[:10] if damage.startswith("trunc") else gzip.compress(raw)
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(data)
+    from aspects_client.errors import CorruptVolumeError
+    from aspects_client.volume_io import load_volume
+
+    with pytest.raises(CorruptVolumeError) as info:  # the message the CLI prints
+        load_volume(bad)
+    line = str(info.value)
+    assert all(word in line for word in words), line
+    assert "not a NIfTI file" not in line and "data code" not in line

@@ -605,3 +605,12 @@ def test_a_link_out_of_the_folder_is_not_followed(tmp_path, dwi):
     os.symlink(outside, folder / "link.dcm")
     with pytest.raises(errors.UnsafeArchiveError, match="link to a file outside the folder"):
         read_dicom(folder)
+
+
+def test_an_absurd_b_value_is_named_not_called_directional(dwi):
+    absurd = [copy.deepcopy(ds) for ds in dwi]
+    for ds in absurd:
+        ds.DiffusionBValue = 1e12
+    with pytest.raises(errors.NotDiffusionError, match=r"trace b-values up to 1e\+12") as info:
+        read_dicom_files(files_of(absurd), label="case")
+    assert "only directional" not in str(info.value)

@@ -59,6 +59,15 @@ EXTRAS = {
     "StudyDescription": "study-desc-abc",
     "PhysiciansOfRecord": "Doctor^Record",
 }
+# the source's equipment identity, once copied into ContributingEquipmentSequence (the root's
+# equipment attributes are this software's: Type 1 in the SEG)
+EQUIPMENT = {
+    "InstitutionName": "St Example Hospital",
+    "InstitutionAddress": "1 Example Road",
+    "InstitutionalDepartmentName": "Neuroradiology-XYZ",
+    "StationName": "MRSTATION07",
+    "DeviceSerialNumber": "SN-998877",
+}
 
 
 def _rotation(axis: int, degrees: float) -> np.ndarray:
@@ -99,7 +108,7 @@ def _source_series(affine: np.ndarray, multiframe: bool, b_values: tuple[float, 
     datasets = series_from_image(image, b_values=b_values, multiframe=multiframe)
     for ds in datasets:
         ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
-        for keyword, value in EXTRAS.items():
+        for keyword, value in {**EXTRAS, **EQUIPMENT}.items():
             setattr(ds, keyword, value)
     files = [(f"IM{n:04d}.dcm", to_bytes(ds)) for n, ds in enumerate(datasets, start=1)]
     return read_dicom_files(files, label="case").dwi
@@ -343,6 +352,8 @@ def test_outputs_carry_new_uids_and_only_the_required_identity(axial_outputs):
         assert (ds.PatientName, ds.PatientID) == (PATIENT_NAME, PATIENT_ID)
         for keyword, value in EXTRAS.items():
             assert keyword not in ds and value.encode() not in data, (name, keyword)
+        for keyword, value in EQUIPMENT.items():
+            assert value.encode() not in data, (name, keyword)
     assert messages, "no log record captured: the privacy check would be hollow"
     leaks = [m for m in messages if "Secretname" in m or PATIENT_ID in m]
     assert not leaks, leaks

@@ -101,7 +101,7 @@ def test_root_certificates_without_tls_are_refused_not_ignored(tmp_path: Path) -
     """A CA bundle without --tls used to connect in plaintext, silently (issue 24)."""
     pem = tmp_path / "ca.pem"
     pem.write_text("-----BEGIN CERTIFICATE-----\n")
-    with pytest.raises(UsageError, match="--root-certificates .*is for TLS: add --tls"):
+    with pytest.raises(UsageError, match=r"--root-certificates .*is for TLS: add --tls"):
         InferenceSettings(root_certificates=str(pem))
 
 

@@ -22,10 +22,11 @@ from aspects_client.rasterize import rasterize_document
 from aspects_client.volume_io import load_volume
 from aspects_synth import make_phantom, reorder
 
-# (name, make_phantom kwargs): non-square, non-512 in-plane sizes, one slice, oblique grid
+# (name, make_phantom kwargs): non-square, non-512 in-plane sizes, the fewest slices
+# (contract.MIN_SLICES), oblique grid
 SHAPES = {
     "160x192x9": {"seed": 11, "in_plane": (160, 192), "n_slices": 9},
-    "97x64x1": {"seed": 5, "in_plane": (97, 64), "n_slices": 1, "centre_z_mm": 5.0},
+    "97x64x3": {"seed": 5, "in_plane": (97, 64), "n_slices": 3, "centre_z_mm": 5.0},
     "256x256x12-oblique": {
         "seed": 7,
         "in_plane": (256, 256),
@@ -107,7 +108,7 @@ def test_every_voxel_order_agrees_in_world_space(shape_name) -> None:
             assert max_nearest_distance(points[key], reference[key]) <= half_voxel, (order, key)
 
 
-@pytest.mark.parametrize(("shape_name", "order"), [("160x192x9", "LPS"), ("97x64x1", "PIR")])
+@pytest.mark.parametrize(("shape_name", "order"), [("160x192x9", "LPS"), ("97x64x3", "PIR")])
 def test_right_hemisphere_is_patient_right_in_world(shape_name, order) -> None:
     """Independent of the plane estimate: right-hemisphere rings sit at larger world x."""
     _, result = run_variant(shape_name, order)

@@ -67,7 +67,7 @@ def test_loads_bytes_and_paths(tmp_path: Path, compress: bool, no_temp_files) ->
 
 
 def test_scaled_integers_become_float(no_temp_files) -> None:
-    stored = (np.arange(96 * 96 * 2) % 1000).astype(np.int16).reshape(96, 96, 2)
+    stored = (np.arange(96 * 96 * 3) % 1000).astype(np.int16).reshape(96, 96, 3)
     img = nib.Nifti1Image(stored, AFFINE)
     img.header.set_slope_inter(0.5, 10.0)
     v = load_volume(img.to_bytes())
@@ -239,3 +239,22 @@ def test_tiny_stream_declaring_a_huge_volume_is_refused_before_allocating(no_tem
 def test_empty_image_is_refused(no_temp_files) -> None:
     with pytest.raises(errors.DimensionalityError, match="empty"):
         load_volume(nib.Nifti1Image(np.zeros((4, 4, 0), np.float32), AFFINE))
+
+
+def test_one_rule_for_nifti_and_dicom_slices_and_shear() -> None:
+    """NIfTI took 1-2 slices and 85° shears where DICOM demanded 3 slices and <= 30°
+    (issue 24): contract.MIN_SLICES and contract.MAX_SHEAR_DEG for both."""
+    from aspects_client import contract
+    from aspects_client.errors import DimensionalityError, VoxelSizeError
+
+    rng = np.random.default_rng(0)
+    two = rng.uniform(1, 100, (96, 96, contract.MIN_SLICES - 1)).astype(np.float32)
+    with pytest.raises(DimensionalityError, match=r"only 2 slice\(s\).*at least 3"):
+        load_volume(nib.Nifti1Image(two, AFFINE))
+    sheared = AFFINE.copy()
+    sheared[1, 2] = AFFINE[2, 2] * np.tan(np.radians(contract.MAX_SHEAR_DEG + 10))
+    data = rng.uniform(1, 100, (96, 96, 6)).astype(np.float32)
+    with pytest.raises(VoxelSizeError, match=r"sheared by 40\.0°"):
+        load_volume(nib.Nifti1Image(data, sheared))
+    sheared[1, 2] = AFFINE[2, 2] * np.tan(np.radians(contract.MAX_SHEAR_DEG - 10))
+    assert load_volume(nib.Nifti1Image(data, sheared)).shape == (96, 96, 6)
