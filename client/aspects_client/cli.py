@@ -507,6 +507,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             )
             datasets = _dicom_datasets(plan, result, send=args.send is not None)
             commit(_files_of(plan, result, datasets), overwrite=args.overwrite, cancel=stop)
+            # the result is written: its QC warning and score are said before any send, so a
+            # failed send (exit 1) never hides them
+            warn_qc(plan.source, result.qc)
+            if result.score is not None:
+                print(f"{printable(plan.source)}: {score_line(result.score)}", flush=True)
             if args.send is not None:  # after the files: a failed send keeps them (exit 1)
                 from .dicom_send import send_datasets
 
@@ -519,9 +524,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                     calling_ae=args.calling_ae,
                     timeout_s=args.timeout,
                 )
-            warn_qc(plan.source, result.qc)
-            if result.score is not None:
-                print(f"{printable(plan.source)}: {score_line(result.score)}", flush=True)
             return time.perf_counter() - t, plan.json
 
         pool = ThreadPoolExecutor(max_workers=min(args.concurrency, total))

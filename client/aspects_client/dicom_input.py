@@ -120,7 +120,7 @@ SKIPPED_SUFFIXES = (
     ".txt", ".md", ".json", ".xml", ".html", ".htm", ".pdf", ".csv", ".tsv", ".log", ".ini",
     ".cfg", ".yaml", ".yml", ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".nii",
     ".nii.gz", ".gz", ".bval", ".bvec", ".zip", ".exe", ".bat", ".sh", ".db", ".dll", ".inf",
-    ".sqlite",
+    ".sqlite", ".ctbl",  # .ctbl: the viewer colour table this client writes (--viewer)
 )  # fmt: skip
 _ADC_DESCRIPTION = re.compile(r"(?<![a-z])adc(?![a-z])|apparent\s*diffusion", re.IGNORECASE)
 _DERIVED_MAP_TYPES = frozenset(
@@ -1027,7 +1027,13 @@ def _select_adc(
     candidates = [g for g in groups if g is not dwi and _is_adc(g, _frames(g, label))]
     if dwi is not None:
         study = dwi.first.get("StudyInstanceUID")
+        others = [g for g in candidates if g.first.get("StudyInstanceUID") != study]
         candidates = [g for g in candidates if g.first.get("StudyInstanceUID") == study]
+        if others and not candidates:  # never scored DWI-only in silence
+            raise MixedSeriesError(
+                f"{label}: the ADC series {_listing(others)} belongs to another study than the "
+                f"DWI {dwi.title}; send the ADC map of the DWI's own study (or leave it out)"
+            )
         same_frame = [
             g
             for g in candidates

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,9 +108,10 @@ def send_datasets(
         for syntax in syntaxes:  # one context per syntax: the node cannot pick another first
             ae.add_requested_context(sop_class, syntax)
     _check_reachable(node, timeout_s)
+    started = time.monotonic()
     assoc = ae.associate(host, int(port), ae_title=called_ae)
     if not assoc.is_established:
-        _raise_not_associated(assoc, node, timeout_s)
+        _raise_not_associated(assoc, node, timeout_s, time.monotonic() - started)
     statuses: list[int] = []
     try:
         for n, ds in enumerate(datasets):
@@ -170,7 +172,13 @@ def _check_reachable(node: DicomNode, timeout_s: float) -> None:
         ) from None
 
 
-def _raise_not_associated(assoc, node: DicomNode, timeout_s: float) -> None:
+def _raise_not_associated(assoc, node: DicomNode, timeout_s: float, waited_s: float) -> None:
+    if assoc.is_aborted and waited_s >= 0.9 * timeout_s:  # silence, not an A-ABORT
+        raise DicomNodeUnreachableError(
+            f"{node} accepted the connection but did not answer the association request "
+            f"within {timeout_s:g} s; check that {node.host}:{node.port} is the node's DICOM "
+            "port and that the node is not hung"
+        )
     if assoc.is_rejected:
         rsp = assoc.acceptor.primitive
         reason = f" (result {rsp.result_str}, reason {rsp.reason_str})" if rsp else ""

@@ -249,6 +249,9 @@ class TritonSegmenter:
                 hint = "check --root-certificates and the server certificate's host names"
             elif _RESTRICTED in text:
                 hint = "the server restricts this API to its operators; ask them to open it"
+            elif "http1" in text.lower() or "http/1" in text.lower():
+                hint = ("that port answers HTTP/1.x, not gRPC: give Triton's gRPC port (8001 by "
+                        "default; 8000 is its HTTP port)")
             elif not self.settings.ssl and "Socket closed" in text:
                 hint = "check the URL, that the server is running and whether it needs --tls"
             else:

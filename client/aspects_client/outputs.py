@@ -262,12 +262,15 @@ def commit(
     """
     staged: list[tuple[Path, Path]] = []
     placed: list[tuple[Path, Path | None]] = []  # (target, backup of what it replaced)
+    current: Path | None = None  # the output being written: errors name it, not a temporary
     try:
         for target, data in files.items():
+            current = target
             staged.append((target, _stage(target, data)))
         if cancel is not None and cancel.is_set():
             raise CancelledError("cancelled before the outputs were written; nothing written")
         for target, temp in staged:
+            current = target
             check_target(target, overwrite=overwrite)
             backup = _backup(target) if overwrite else None
             try:
@@ -287,7 +290,7 @@ def commit(
                 else:
                     target.unlink()
         if isinstance(exc, OSError):
-            where = printable(str(getattr(exc, "filename", "") or ""))
+            where = printable(str(current or getattr(exc, "filename", "") or ""))
             raise OutputError(
                 f"cannot write {where or 'an output'}: {exc.strerror or exc}; "
                 "nothing of this source was written"

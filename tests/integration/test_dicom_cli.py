@@ -83,3 +83,19 @@ def test_cli_refuses_dicom_outputs_of_a_nifti_source_before_any_work(case, tmp_p
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and not out.exists()
+
+
+def test_a_failed_send_still_says_the_score(case, triton_oracle, tmp_path):
+    """The score line and the QC warning used to be lost when the send failed (issue 24)."""
+    from aspects_devkit.local_triton import free_port
+
+    proc = subprocess.run(
+        [*CLI, "segment", str(case[2]), "-o", f"{tmp_path}/", "--url",
+         triton_oracle.server.grpc_url, "-q", "--score", "--send",
+         f"PACS@127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "ASPECTS" in proc.stdout, (proc.stdout, proc.stderr)
+    assert "cannot reach DICOM node" in proc.stderr
+    assert (tmp_path / "case12.json").is_file()  # the files are kept

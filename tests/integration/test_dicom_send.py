@@ -95,6 +95,19 @@ def test_an_unreachable_node_is_named(outputs):
         send_datasets(outputs, host="127.0.0.1", port=port, called_ae="PACS", timeout_s=5)
 
 
+def test_a_node_that_never_answers_is_not_an_ae_title_problem(outputs):
+    """A listener that accepts the connection and stays silent: it was reported as "check
+    the AE titles" (issue 24)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        silence = "did not answer the association"
+        with pytest.raises(DicomNodeUnreachableError, match=silence) as info:
+            send_datasets(outputs, host="127.0.0.1", port=port, called_ae="PACS", timeout_s=1)
+    assert "AE title" not in str(info.value)
+
+
 @pytest.fixture(scope="module")
 def refusing_scp():
     """An in-process pynetdicom Store SCP that knows only the AE title 'STRICT_SCP' and

@@ -65,3 +65,14 @@ def test_root_certificates_without_tls_exit_2(tmp_path) -> None:
     pem.write_text("-----BEGIN CERTIFICATE-----\n")
     proc = _run(["segment", str(tmp_path / "x.nii.gz"), "--root-certificates", str(pem)])
     assert proc.returncode == 2 and "add --tls" in proc.stderr, proc.stderr
+
+
+def test_grpc_to_the_http_port_says_which_port(triton_oracle, tmp_path) -> None:
+    """It said "whether it needs --tls"; it says the port answers HTTP, not gRPC."""
+    phantom = painted_phantom(seed=3, n_slices=6)
+    nib.save(phantom.image, tmp_path / "dwi.nii.gz")
+    http = triton_oracle.server.http_url.split("://")[-1].rstrip("/")
+    proc = _run(["segment", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "o.json"),
+                 "--url", http, "--retries", "0"])
+    assert proc.returncode == 1, proc.stderr
+    assert "HTTP/1.x, not gRPC" in proc.stderr and "--tls" not in proc.stderr, proc.stderr

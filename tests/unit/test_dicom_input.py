@@ -195,6 +195,9 @@ def test_the_adc_series_of_the_same_study_is_found(head, study, tmp_path):
     assert read_dicom_adc(tmp_path / "adc").series_instance_uid == adc[0].SeriesInstanceUID
     with pytest.raises(errors.NotDiffusionError, match="no ADC series"):
         read_dicom_adc(write_series(dwi, tmp_path / "dwi"))
+    # only an ADC of another study: refused, never dropped in silence (issue 24)
+    with pytest.raises(errors.MixedSeriesError, match="belongs to another study"):
+        read_dicom_files(files_of(dwi) + files_of(other_study, "OTHER"), label="case")
 
 
 def test_several_dwi_series_are_named_and_one_is_chosen(head, study, caplog):
@@ -614,3 +617,14 @@ def test_an_absurd_b_value_is_named_not_called_directional(dwi):
     with pytest.raises(errors.NotDiffusionError, match=r"trace b-values up to 1e\+12") as info:
         read_dicom_files(files_of(absurd), label="case")
     assert "only directional" not in str(info.value)
+
+
+def test_viewer_files_written_into_the_input_folder_do_not_break_the_next_run(tmp_path, dwi):
+    """``--viewer`` outputs in a DICOM input folder made the next run fail (issue 24)."""
+    from aspects_client.outputs import JSON_SUFFIX, LABELS_SUFFIX, VIEWER_SUFFIXES
+
+    folder = tmp_path / "series"
+    write_series(dwi, folder)
+    for suffix in (*VIEWER_SUFFIXES, JSON_SUFFIX, LABELS_SUFFIX):
+        (folder / f"series{suffix}").write_bytes(b"written by a previous run")
+    assert len(read_dicom(folder).dwi.frames) == len(dwi)

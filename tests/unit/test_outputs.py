@@ -231,3 +231,16 @@ def test_printable_escapes_terminal_control():
     assert printable("a\nok 1.0 s\x1b[2K\r") == "a\\nok 1.0 s\\x1b[2K\\r"
     assert printable("x\u202eevil") == "x\\u202eevil"
     assert printable("plain é ü 名前") == "plain é ü 名前"
+
+
+def test_a_write_failure_names_the_output_not_its_hidden_temporary(tmp_path) -> None:
+    """The message named ``.out.json.<random>.tmp`` (issue 24); it names the output."""
+    from aspects_client.errors import OutputError
+    from aspects_client.outputs import commit
+
+    (tmp_path / "not-a-dir").write_text("a file where a directory should be")
+    target = tmp_path / "not-a-dir" / "out.json"
+    with pytest.raises(OutputError) as info:
+        commit({target: b"{}"})
+    message = str(info.value)
+    assert str(target) in message and ".tmp" not in message, message
