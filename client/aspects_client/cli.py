@@ -523,6 +523,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                     called_ae=node.ae_title,
                     calling_ae=args.calling_ae,
                     timeout_s=args.timeout,
+                    cancel=stop,
                 )
             return time.perf_counter() - t, plan.json
 

@@ -76,6 +76,7 @@ import numpy as np
 
 from . import contract
 from .errors import (
+    CancelledError,
     DecompressionBombError,
     DuplicateSlicesError,
     GantryTiltError,
@@ -256,7 +257,8 @@ def read_dicom(
         cancel=cancel,
     )
     return read_dicom_files(
-        files, label=label, limits=limits, series=series, adc_series=adc_series, adc=adc
+        files, label=label, limits=limits, series=series, adc_series=adc_series, adc=adc,
+        cancel=cancel,
     )
 
 
@@ -268,18 +270,20 @@ def read_dicom_files(
     series: str | int | None = None,
     adc_series: str | int | None = None,
     adc: bool = True,
+    cancel: threading.Event | None = None,
 ) -> DicomStudy:
     """Pure function on (name, bytes) pairs: parse, group by series, select the DWI (and
-    the ADC unless ``adc`` is False), build the volumes."""
-    groups = _group(_parse_all(files, label), label)
+    the ADC unless ``adc`` is False), build the volumes.  ``cancel`` is checked per file
+    and per slice (CancelledError: Ctrl-C and SIGTERM stop reading, too)."""
+    groups = _group(_parse_all(files, label, cancel), label)
     dwi_group, b_value = _select_dwi(groups, series, label)
-    dwi = _series_volume(dwi_group, "dwi", b_value, files, label, limits)
+    dwi = _series_volume(dwi_group, "dwi", b_value, files, label, limits, cancel)
     log.info("DICOM: DWI %s, b=%g s/mm², %d slices", dwi_group.title, b_value, len(dwi.frames))
     adc_volume = None
     if adc:
         adc_group = _select_adc(groups, adc_series, dwi_group, label)
         if adc_group is not None:
-            adc_volume = _series_volume(adc_group, "adc", None, files, label, limits)
+            adc_volume = _series_volume(adc_group, "adc", None, files, label, limits, cancel)
             log.info("DICOM: ADC %s, %d slices", adc_group.title, len(adc_volume.frames))
     return DicomStudy(dwi=dwi, adc=adc_volume)
 
@@ -304,14 +308,14 @@ def read_dicom_adc(
         max_object_bytes=max_object_bytes,
         cancel=cancel,
     )
-    groups = _group(_parse_all(files, label), label)
+    groups = _group(_parse_all(files, label, cancel), label)
     group = _select_adc(groups, adc_series, None, label)
     if group is None:
         raise NotDiffusionError(
             f"{label}: no ADC series (ImageType ADC or a description naming ADC) among "
             f"{_listing(groups)}; send the scanner's ADC map series"
         )
-    return _series_volume(group, "adc", None, files, label, limits)
+    return _series_volume(group, "adc", None, files, label, limits, cancel)
 
 
 def _default_label(source: str | Path | Sequence[str | Path]) -> str:
@@ -332,7 +336,7 @@ def gather_files(
 ) -> list[tuple[str, bytes]]:
     """(name relative to the source, bytes) of every candidate file, bounded by
     ``MAX_FILES`` and ``limits.max_decompressed_bytes`` in all."""
-    budget = _Budget(label, limits.max_decompressed_bytes)
+    budget = _Budget(label, limits.max_decompressed_bytes, cancel)
     if isinstance(source, (list, tuple)):
         return [_read_listed(p, label, budget) for p in source]
     if isinstance(source, str) and source.startswith("s3://"):
@@ -367,10 +371,12 @@ def gather_files(
 class _Budget:
     """Counts files and bytes against MAX_FILES and the byte cap."""
 
-    def __init__(self, label: str, cap: int) -> None:
+    def __init__(self, label: str, cap: int, cancel: threading.Event | None = None) -> None:
         self.label, self.cap, self.files, self.bytes = label, int(cap), 0, 0
+        self.cancel = cancel
 
     def check_size(self, size: int, name: str) -> None:
+        _check_cancel(self.cancel, self.label)  # once per file: Ctrl-C stops gathering
         self.files += 1
         self.bytes += int(size)
         if self.files > MAX_FILES:
@@ -580,11 +586,19 @@ class _Group:
         return f"series {number} '{self.description}'" if self.description else f"series {number}"
 
 
-def _parse_all(files: Sequence[tuple[str, bytes]], label: str) -> list[_Instance]:
+def _check_cancel(cancel: threading.Event | None, label: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError(f"{label}: reading the DICOM series cancelled")
+
+
+def _parse_all(
+    files: Sequence[tuple[str, bytes]], label: str, cancel: threading.Event | None = None
+) -> list[_Instance]:
     """The image instances among the files (headers only); NotDicomError for a file that is
     not DICOM, UnreadableDicomError for one that cannot be parsed."""
     out = []
     for index, (name, data) in enumerate(files):
+        _check_cancel(cancel, label)
         ds = _parse(data, name, label, stop_before_pixels=True)
         sop_class = str(ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID", "")))
         if sop_class in _NON_IMAGE_SOP_CLASSES or "Rows" not in ds or "Columns" not in ds:
@@ -1059,6 +1073,7 @@ def _series_volume(
     files: Sequence[tuple[str, bytes]],
     label: str,
     limits: Limits,
+    cancel: threading.Event | None = None,
 ) -> DicomSeries:
     frames = _frames(group, label)
     if role == "dwi":
@@ -1078,6 +1093,7 @@ def _series_volume(
     for k in order:
         if frames[k].instance not in used:
             used.append(frames[k].instance)
+    _check_cancel(cancel, label)
     full = {
         i: _parse(
             files[group.instances[i].file][1],
@@ -1091,6 +1107,7 @@ def _series_volume(
     data = np.empty((columns, rows, len(order)), dtype=np.float32)
     pixels: dict[int, np.ndarray] = {}
     for k, index in enumerate(order):
+        _check_cancel(cancel, label)
         frame = frames[index]
         if frame.instance not in pixels:
             pixels[frame.instance] = _pixels(

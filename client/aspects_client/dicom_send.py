@@ -14,15 +14,18 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import (
     AssociationRejectedError,
+    CancelledError,
     DicomNodeUnreachableError,
     StoreFailedError,
     UsageError,
@@ -84,6 +87,7 @@ def send_datasets(
     called_ae: str,
     calling_ae: str = DEFAULT_CALLING_AE,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    cancel: threading.Event | None = None,
 ) -> list[int]:
     """C-STORE every dataset, in order, over one association; returns their status codes.
 
@@ -91,6 +95,8 @@ def send_datasets(
     TransferSyntaxUID is offered first). timeout_s bounds the TCP connect, the association
     and each DIMSE exchange. Raises DicomNodeUnreachableError, AssociationRejectedError,
     StoreFailedError (the first failure stops the rest; the message counts what was stored).
+    ``cancel`` (Ctrl-C, SIGTERM) aborts the association at once, even inside a stalled
+    exchange: CancelledError.
     """
     from pynetdicom import AE
 
@@ -113,8 +119,12 @@ def send_datasets(
     if not assoc.is_established:
         _raise_not_associated(assoc, node, timeout_s, time.monotonic() - started)
     statuses: list[int] = []
+    done = threading.Event()
+    if cancel is not None:  # a stalled C-STORE would hold a cancelled run for timeout_s
+        threading.Thread(target=_abort_on, args=(cancel, done, assoc), daemon=True).start()
     try:
         for n, ds in enumerate(datasets):
+            _raise_if_cancelled(cancel, node, n, len(datasets))
             what = _describe(ds)
             try:
                 status = assoc.send_c_store(ds)
@@ -123,6 +133,7 @@ def send_datasets(
                     f"{node} accepted no presentation context for {what} ({exc}); configure "
                     f"the node to accept this SOP class (stored {n} of {len(datasets)})"
                 ) from None
+            _raise_if_cancelled(cancel, node, n, len(datasets))  # an abort ends a stall
             code = int(status.Status) if "Status" in status else None
             if code is None:
                 raise StoreFailedError(
@@ -138,10 +149,27 @@ def send_datasets(
                 )
             statuses.append(code)
     finally:
+        done.set()
         if assoc.is_established:
             assoc.release()
     log.info("stored %d DICOM objects at %s", len(statuses), node)
     return statuses
+
+
+def _raise_if_cancelled(cancel: threading.Event | None, node: DicomNode, n: int, of: int) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError(f"sending to {node} cancelled (stored {n} of {of}); run it again")
+
+
+def _abort_on(cancel: threading.Event, done: threading.Event, assoc: Any) -> None:
+    """Abort ``assoc`` when ``cancel`` is set before ``done``."""
+    while not done.wait(0.1):
+        if cancel.is_set():
+            assoc.abort()
+            # a C-STORE waiting for its answer waits on the DIMSE queue (up to the DIMSE
+            # timeout): wake it with the "no message" item pynetdicom uses for an abort
+            assoc.dimse.msg_queue.put((None, None))
+            return
 
 
 def _contexts(datasets: Sequence[Dataset]) -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ from aspects_client.dicom_send import (
     parse_destination,
     send_datasets,
 )
-from aspects_client.errors import UsageError
+from aspects_client.errors import CancelledError, UsageError
 from aspects_client.lesions import aspects_score
 from aspects_synth.dicom_series import series_from_image, to_bytes
 
@@ -158,3 +158,31 @@ def test_destination_strings(text, node):
 def test_bad_destination_strings_are_refused(text):
     with pytest.raises(UsageError, match="AE"):
         parse_destination(text)
+
+
+def test_a_cancelled_send_aborts_a_stalled_store_at_once(outputs):
+    """A Store SCP that accepts the association and then stalls every C-STORE: a cancel
+    (the CLI's SIGTERM) used to wait for the DIMSE timeout (~27 s); it aborts at once."""
+    import threading
+    import time
+
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    release = threading.Event()
+    ae = AE(ae_title="STALL")
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, lambda e: release.wait(60) or 0)])
+    cancel = threading.Event()
+    try:
+        threading.Timer(1.0, cancel.set).start()
+        t = time.monotonic()
+        with pytest.raises(CancelledError, match="cancelled"):
+            send_datasets(outputs, host="127.0.0.1", port=port, called_ae="STALL",
+                          timeout_s=30, cancel=cancel)
+        assert time.monotonic() - t < 5.0
+    finally:
+        release.set()
+        server.shutdown()
