@@ -63,6 +63,9 @@ _RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "Exceeds maximum queue size")
 _QUEUE_FULL = "Exceeds maximum queue size"
 _QUEUE_TIMEOUT = "Request timeout expired"
 _RESTRICTED = "is restricted, expecting header"
+# a server stopping gracefully (or reloading) unloads its models first: requests then get
+# NOT_FOUND "... has no available versions"; retried like UNAVAILABLE, and said as draining
+_DRAINING = "no available versions"
 _TRITON_DTYPES = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32"}
 _POLL_S = 0.05  # how often a waiting volume looks at its cancel event
 _READY_POLL_S = 0.5  # how often the connect-time checks are repeated while wait_s lasts
@@ -652,6 +655,9 @@ def _error(
             what = "the server's queue for this priority is full"
         elif _QUEUE_TIMEOUT in text:
             what = "the request waited in a server queue past its queue timeout"
+        elif _DRAINING in text:
+            what = ("the server is draining (stopping, or reloading the model); send the "
+                    "volume again once it, or another replica, is ready")
         else:
             what = "the server is unreachable, not ready or overloaded"
         return ServerUnavailableError(
@@ -685,7 +691,7 @@ def _retryable(exc: Any) -> bool:
     text = _short(exc)
     if _RESTRICTED in text:  # UNAVAILABLE too, but no retry will carry the header
         return False
-    return any(marker in text for marker in (*_RETRYABLE, _QUEUE_TIMEOUT))
+    return any(marker in text for marker in (*_RETRYABLE, _QUEUE_TIMEOUT, _DRAINING))
 
 
 def _answered_version(result: Any) -> str | None:

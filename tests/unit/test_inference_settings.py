@@ -185,3 +185,22 @@ def test_bad_request_id_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
             segmenter.infer(np.zeros((1, 8, 8), np.uint8), request_id="")
     finally:
         segmenter.close()
+
+
+def test_a_draining_server_is_retried_and_named() -> None:
+    """Triton stopping gracefully answers NOT_FOUND "no available versions" (it said only
+    that, and was not retried; issue 24)."""
+    from tritonclient.utils import InferenceServerException
+
+    from aspects_client import inference
+    from aspects_client.errors import ServerUnavailableError
+
+    draining = InferenceServerException(
+        "Request for unknown model: 'aspects' has no available versions", "StatusCode.NOT_FOUND"
+    )
+    assert inference._retryable(draining)
+    error = inference._error(InferenceSettings(), "triton:8001", draining, "rid", 0, 4, 4, 30.0,
+                             late=False)
+    assert isinstance(error, ServerUnavailableError) and "draining" in str(error)
+    unknown = InferenceServerException("Request for unknown model: 'other'", "StatusCode.NOT_FOUND")
+    assert not inference._retryable(unknown)
