@@ -34,6 +34,7 @@ import logging
 import math
 import numbers
 import os
+import socket
 import threading
 import time
 import uuid
@@ -252,7 +253,7 @@ class TritonSegmenter:
                 hint = "check --root-certificates and the server certificate's host names"
             elif _RESTRICTED in text:
                 hint = "the server restricts this API to its operators; ask them to open it"
-            elif "http1" in text.lower() or "http/1" in text.lower():
+            elif "Socket closed" in text and speaks_http(self.url):
                 hint = ("that port answers HTTP/1.x, not gRPC: give Triton's gRPC port (8001 by "
                         "default; 8000 is its HTTP port)")
             elif not self.settings.ssl and "Socket closed" in text:
@@ -673,6 +674,17 @@ def _error(
             f"{where}: no answer within the {which} ({text}); the server is too slow or overloaded"
         )
     return InferenceError(f"{where}: {text}")
+
+
+def speaks_http(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether ``host:port`` answers a plain HTTP/1.0 request (then it is not gRPC)."""
+    host, _, port = url.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as s:
+            s.sendall(b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+            return s.recv(8).startswith(b"HTTP/1.")
+    except (OSError, ValueError):
+        return False
 
 
 def _check_seconds_arg(name: str, value: Any) -> None:

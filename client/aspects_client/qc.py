@@ -71,7 +71,8 @@ def refuse_implausible_head(
         raise NotAHeadImageError(
             f"{label}: the labelled regions total {total:,.0f} mL, but no head holds more than "
             f"{contract.MAX_REGIONS_ML:,.0f} mL of them (a whole brain is about 1,100-1,400 "
-            "mL): the voxel sizes in the header (pixdim) are wrong; fix them and send it again"
+            "mL): this is not a head DWI at these voxel sizes; check the voxel sizes in the "
+            "header (pixdim) and that this is the DWI volume"
         )
 
 
