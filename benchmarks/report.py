@@ -66,7 +66,8 @@ def client_prep(results: Path) -> list[str]:
 def triton_cpu(results: Path) -> list[str]:
     r = _load(results, "triton_cpu")
     s = r["summary"]
-    rows = [[f"in-process ORT, batch {r['config']['batch']} (baseline)",
+    rows = [[f"in-process `{s.get('inprocess_profile', 'onnxruntime')}`, batch "
+             f"{r['config']['batch']} (baseline)",
              f"{s['ort_inprocess_slices_per_s']:.2f}", "1.00×"]]
     rows += [[f"Triton, concurrency {c}", f"{t['slices_per_s']:.2f}",
               f"{t['ratio_vs_inprocess']:.2f}× / **{t['paired_ratio_median']:.2f}×**"]
@@ -91,10 +92,11 @@ def perf_analyzer(results: Path) -> list[str]:
     mc, v = m["machine_client"], m.get("server_venv_versions") or {}
     return [f"Latest figures ({m['started'][:10]}, {mc['cpu_model']}, {mc['cores']} cores, "
             f"tritonserver {m['server']['version']} from nvidia-pytriton "
-            f"{v.get('nvidia-pytriton')}, perf_analyzer {m['perf_analyzer_version']}, "
-            f"onnxruntime {v.get('onnxruntime')} in the python-backend stubs; per-request "
-            "latency, a request carries `batch` slices; full table with p50/p99, queue and "
-            "compute per step in `results/perf_summary.md`, plot in "
+            f"{v.get('nvidia-pytriton')}, perf_analyzer {m['perf_analyzer_version']}, unet "
+            f"profile `{(m.get('cpu_profile') or {}).get('name', 'onnxruntime')}` (openvino "
+            f"{v.get('openvino')}, onnxruntime {v.get('onnxruntime')} in the python-backend "
+            "stubs); per-request latency, a request carries `batch` slices; full table with "
+            "p50/p99, queue and compute per step in `results/perf_summary.md`, plot in "
             "`results/perf_throughput_latency.png`):", "",
             *summarize.compact_table({"": m})]
 

@@ -1,11 +1,10 @@
 """CPU Triton runtime benchmark (issue 4; benchmarks/README.md): the `aspects` ensemble served
-by the local ``tritonserver`` (``LocalStack``, the `untrained` effb3 unet: seeded, UNTRAINED
-weights, real compute) against in-process ONNX Runtime running the same ONNX files with the
-server's session options, and the seed's torch eager per-slice loop, on the 2.5D stacks of
-``make_phantom(seed=3)``; interleaved rounds, other tenants accounted per measurement.
+by the local ``tritonserver`` (demo weights, ``--cpu-runtime auto``) against the sessions the
+server builds run in-process, and the seed's torch eager per-slice loop, on the client's 2.5D
+stacks of ``make_phantom(seed=3)``; interleaved rounds, other tenants accounted.
 
-    .venv/bin/python benchmarks/triton_cpu.py [--rounds 3] [--requests 8] [--batch 4]
-        [--out benchmarks/results/triton_cpu.json]     # a .md table is written beside it
+    flock /tmp/aspects-bench.lock .venv/bin/python benchmarks/triton_cpu.py [--rounds 3]
+        [--requests 20] [--batch 4] [--cpu-runtime auto]   # -> results/triton_cpu.{json,md}
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ SERVER_MS = ("queue_ms_per_slice", "compute_input_ms_per_slice", "compute_infer_
 
 # --------------------------------------------------------------------------- in-process side
 def server_thread_settings(repo: Path) -> dict[str, dict[str, Any]]:
-    """What the generated CPU configs tell triton_python_model.py to configure."""
+    """What the generated CPU configs tell triton_python_model.py (``params``) to configure."""
     from aspects_export.repository import parse_config
 
     out: dict[str, dict[str, Any]] = {}
@@ -38,12 +37,15 @@ def server_thread_settings(repo: Path) -> dict[str, dict[str, Any]]:
         cfg = parse_config(repo / name / "config.pbtxt")
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         out[name] = {
+            "params": params,
+            "runtime": params.get("runtime", "onnxruntime"),
+            "precision": params.get("precision", "f32"),
             "backend": cfg.backend,
             "instance_count": sum(g.count for g in cfg.instance_group),
             "instance_kind": [g.__class__.Kind.Name(g.kind) for g in cfg.instance_group],
             "intra_op_num_threads": int(params.get("intra_op_thread_count", "0") or 0),
             "inter_op_num_threads": int(params.get("inter_op_thread_count", "0") or 0),
-            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "openvino_performance_hint": params.get("openvino_performance_hint"),
             "max_batch_size": cfg.max_batch_size,
             "preferred_batch_size": list(cfg.dynamic_batching.preferred_batch_size),
             "max_queue_delay_microseconds": cfg.dynamic_batching.max_queue_delay_microseconds,
@@ -51,18 +53,19 @@ def server_thread_settings(repo: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def ort_sessions(onnx_dir: Path, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The three sessions, configured exactly as triton_python_model.initialize does."""
-    import onnxruntime as ort
+def step_sessions(onnx_dir: Path, settings: dict[str, dict[str, Any]],
+                  unet_profile: str | None = None) -> dict[str, Any]:
+    """The sessions the server's stubs build (``build_session`` with each config's parameters);
+    ``unet_profile``: the unet with those the exporter writes for that profile instead."""
+    from aspects_export.repository import cpu_config, load_committed_configs
+    from aspects_export.triton_python_model import build_session
 
     sessions = {}
     for name, s in settings.items():
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = s["intra_op_num_threads"]
-        opts.inter_op_num_threads = s["inter_op_num_threads"]
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sessions[name] = ort.InferenceSession(str(onnx_dir / f"{name}.onnx"), sess_options=opts,
-                                              providers=["CPUExecutionProvider"])
+        params = s["params"] if unet_profile is None or name != "unet" else {
+            k: v.string_value for k, v in cpu_config(load_committed_configs()[name],
+                                                     unet_profile).parameters.items()}
+        sessions[name] = build_session(str(onnx_dir / f"{name}.onnx"), params)
     return sessions
 
 
@@ -92,26 +95,36 @@ def run_ort(sessions: dict[str, Any], payloads: list[np.ndarray]) -> dict[str, A
             "stage_s_per_slice": {k: v / n for k, v in stages.items()}}
 
 
-def torch_vs_ort(model: Any, sessions: dict[str, Any], slices: np.ndarray) -> dict[str, Any]:
-    """The seed's per-slice loop (``model(x)`` per 2.5D stack, softmax / threshold / argmax /
-    min-area in torch) against the three ONNX graphs per slice, on the same slices."""
+def torch_vs_ort(model: Any, ort_fp32: dict[str, Any], profile: dict[str, Any] | None,
+                 slices: np.ndarray) -> dict[str, Any]:
+    """The seed's per-slice loop (``model(x)``, softmax / threshold / argmax / min-area in torch)
+    against the three graphs per slice on ONNX Runtime FP32 and on the served ``profile``."""
     import torch
 
     from aspects_client.server_reference import network_input, resize_labels
 
+    def per_slice(sessions: dict[str, Any]) -> tuple[np.ndarray, float]:
+        t = time.perf_counter()
+        labels = np.concatenate([ort_pipeline(sessions, np.ascontiguousarray(s[None]))[0]
+                                 for s in slices])
+        return labels, time.perf_counter() - t
+
     t0 = time.perf_counter()
     lab_torch = np.concatenate([harness.torch_labels(
         model, torch.from_numpy(network_input(s[None])), min_area=True) for s in slices])
-    t1 = time.perf_counter()
-    lab_ort = np.concatenate([ort_pipeline(sessions, np.ascontiguousarray(s[None]))[0]
-                              for s in slices])
-    t2, n = time.perf_counter(), len(slices)
+    t1, n = time.perf_counter(), len(slices)
+    lab_ort, ort_s = per_slice(ort_fp32)
     lab_torch = resize_labels(lab_torch, slices.shape[2:])  # network size → H×W, as the server
-    return {"slices": n, "torch_s": t1 - t0, "ort_b1_s": t2 - t1,
-            "torch_slices_per_s": n / (t1 - t0), "ort_b1_slices_per_s": n / (t2 - t1),
-            "label_agreement": float(np.mean(lab_torch == lab_ort)),
-            "torch_nonbackground": float(np.mean(lab_torch != 0)),
-            "slices_per_s": n / (t1 - t0)}
+    out = {"slices": n, "torch_s": t1 - t0, "ort_b1_s": ort_s,
+           "torch_slices_per_s": n / (t1 - t0), "ort_b1_slices_per_s": n / ort_s,
+           "label_agreement": float(np.mean(lab_torch == lab_ort)),
+           "torch_nonbackground": float(np.mean(lab_torch != 0)),
+           "slices_per_s": n / (t1 - t0)}
+    if profile is not None:
+        lab_profile, profile_s = per_slice(profile)
+        out |= {"profile_b1_s": profile_s, "profile_b1_slices_per_s": n / profile_s,
+                "profile_vs_torch_label_agreement": float(np.mean(lab_profile == lab_torch))}
+    return out
 
 
 # --------------------------------------------------------------------------- Triton side
@@ -199,7 +212,10 @@ def server_memory(pid: int) -> dict[str, Any]:
             continue
         fields = {k: int(rest.split()[0]) for k, _, rest in (s.partition(":") for s in status)
                   if k in keys}
-        procs.append({"pid": p, "name": name, **{f"{k}_MiB": v / 1024 for k, v in fields.items()}})
+        model = [Path(a).parts[-3] for a in Path(f"/proc/{p}/cmdline").read_text(
+            errors="replace").split("\0") if a.endswith("/model.py")] or [None]  # a stub's
+        procs.append({"pid": p, "name": name, "model": model[0],
+                      **{f"{k}_MiB": v / 1024 for k, v in fields.items()}})
     return {"processes": procs,
             "sum_MiB": {k: sum(pr.get(f"{k}_MiB", 0.0) for pr in procs) for k in keys}}
 
@@ -219,7 +235,9 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     ort, tr = rounds["ort_inprocess"], rounds["torch_vs_ort"]
     ort_med, ort_eff = median_of(ort, "slices_per_s"), median_of(ort, "slices_per_own_cpu_s")
     ort_clean = clean_median(ort)[0]
+    # "ort_inprocess_*" (report.py's keys): the in-process baseline, on "inprocess_profile"
     s: dict[str, Any] = {
+        "inprocess_profile": raw["cpu_profile"]["name"],
         "ort_inprocess_slices_per_s": ort_med,
         "ort_inprocess_stage_ms_per_slice": {
             k: 1e3 * statistics.median(r["stage_s_per_slice"][k] for r in ort) for k in STAGES},
@@ -251,12 +269,18 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     s["foreign_cpu_share_median"] = statistics.median(share(r) for v in rounds.values() for r in v)
     s["torch_vs_ort_label_agreement"] = tr[-1]["label_agreement"]
     s["torch_labels_nonbackground_fraction"] = tr[-1]["torch_nonbackground"]
+    if all("profile_b1_slices_per_s" in r for r in tr):
+        s["profile_per_slice_batch1_slices_per_s"] = median_of(tr, "profile_b1_slices_per_s")
+        s["profile_b1_over_torch_paired_median"] = statistics.median(
+            r["profile_b1_slices_per_s"] / r["torch_slices_per_s"] for r in tr)
+        s["profile_vs_torch_label_agreement"] = tr[-1]["profile_vs_torch_label_agreement"]
     return s
 
 
 def render_markdown(res: dict[str, Any]) -> list[str]:
     s, m, cfg, rounds = res["summary"], res["machine"], res["config"], res["rounds"]
-    ort = rounds["ort_inprocess"]
+    ort, prof = rounds["ort_inprocess"], res["cpu_profile"]
+    base = f"in-process, served profile (`{prof['name']}`)"
 
     def per_round(rs: list[dict[str, Any]]) -> str:
         return ", ".join(f"{r['slices_per_s']:.3f} ({100 * share(r):.0f}%)" for r in rs)
@@ -267,12 +291,12 @@ def render_markdown(res: dict[str, Any]) -> list[str]:
     def clean(value: float | None, n: int) -> str:
         return f"{value:.3f} ({n})" if value else "— (0)"
 
-    throughput = [["in-process ORT (baseline)", "1 (single stream)",
+    throughput = [[f"{base} (baseline)", "1 (single stream)",
                    f"{s['ort_inprocess_slices_per_s']:.3f}", per_round(ort),
-                   f"{median_of(ort, 'latency_median_s'):.2f} s", "1.00×", "1.00×",
+                   f"{median_of(ort, 'latency_median_s'):.3f} s", "1.00×", "1.00×",
                    f"{cfg['batch']} (every run)"]]
-    robust = [["in-process ORT", 1, clean(s["ort_inprocess_clean_median"],
-                                          sum(share(r) < 0.2 for r in ort)),
+    robust = [[base, 1, clean(s["ort_inprocess_clean_median"],
+                              sum(share(r) < 0.2 for r in ort)),
                "1.00×", f"{s['ort_inprocess_slices_per_own_cpu_s']:.3f}", "1.00×"]]
     server = []
     for c, t in s["triton"].items():
@@ -280,7 +304,7 @@ def render_markdown(res: dict[str, Any]) -> list[str]:
         paired = ", ".join(f"{v:.2f}" for v in t["paired_ratio_per_round"])
         throughput.append([
             "Triton `aspects` ensemble, gRPC", c, f"{t['slices_per_s']:.3f}",
-            per_round(rounds[f"triton_c{c}"]), f"{t['latency_median_s']:.2f} s",
+            per_round(rounds[f"triton_c{c}"]), f"{t['latency_median_s']:.3f} s",
             f"{t['ratio_vs_inprocess']:.2f}×", f"**{t['paired_ratio_median']:.2f}×** {ok} "
             f"({paired})", batches(t["unet_batches"])])
         robust.append(["Triton", c, clean(t["clean_median_slices_per_s"], t["clean_rounds"]),
@@ -288,36 +312,53 @@ def render_markdown(res: dict[str, Any]) -> list[str]:
                        f"{t['slices_per_own_cpu_s']:.3f}", f"{t['cpu_efficiency_ratio']:.2f}×"])
         server += [[c, step, *(f"{v[k]:.1f}" for k in SERVER_MS)]
                    for step, v in t["server_ms_per_slice"].items()]
-    threads = [[step, v["backend"], f"{v['instance_count']} × {v['instance_kind']}",
-                f"{v['intra_op_num_threads']}" + (" (ORT default = physical cores)"
-                                                  if v["intra_op_num_threads"] == 0 else ""),
+    threads = [[step, v["backend"], f"{v['runtime']} {v['precision']} "
+                f"{v.get('openvino_performance_hint') or ''}",
+                f"{v['instance_count']} × {v['instance_kind']}", v["intra_op_num_threads"],
                 v["inter_op_num_threads"], f"preferred {v['preferred_batch_size']}, delay "
                 f"{v['max_queue_delay_microseconds']} µs"]
                for step, v in res["thread_settings"].items()]
     mem = res["server_memory"]
-    memory = [[p["name"], p["pid"], *(f"{p.get(f'{k}_MiB', 0):.0f}" for k in
-                                      ("VmRSS", "VmHWM", "RssAnon", "RssShmem"))]
+    memory = [[f"{p['name']} {p.get('model') or ''}", p["pid"], *(
+        f"{p.get(f'{k}_MiB', 0):.0f}" for k in ("VmRSS", "VmHWM", "RssAnon", "RssShmem"))]
               for p in mem["processes"]]
     tot = mem["sum_MiB"]
     memory.append(["**sum**", "", f"**{tot['VmRSS']:.0f}**",
                    *(f"{tot[k]:.0f}" for k in ("VmHWM", "RssAnon", "RssShmem"))])
+    has_profile = "profile_per_slice_batch1_slices_per_s" in s
     torch_rounds = ", ".join(
-        f"torch {r['torch_slices_per_s']:.3f} / ORT {r['ort_b1_slices_per_s']:.3f} "
-        f"({100 * share(r):.0f}% other tenants)" for r in rounds["torch_vs_ort"])
+        f"torch {r['torch_slices_per_s']:.2f} / ORT FP32 {r['ort_b1_slices_per_s']:.2f}"
+        + (f" / `{prof['name']}` {r['profile_b1_slices_per_s']:.2f}" if has_profile else "")
+        + f" ({100 * share(r):.0f}% other tenants)" for r in rounds["torch_vs_ort"])
+    torch_rows = [[f"torch eager FP32 ({m['versions']['torch_threads']} threads)",
+                   f"{s['torch_eager_per_slice_slices_per_s']:.2f}", "1.00×"]] + [
+        [f"{what}, three graphs", f"{s[f'{k}_per_slice_batch1_slices_per_s']:.2f}",
+         f"{s[f'{k}_b1_over_torch_paired_median']:.2f}×"] for k, what in (
+            ("ort", "ONNX Runtime FP32"), ("profile", f"served profile `{prof['name']}`"))
+        if f"{k}_per_slice_batch1_slices_per_s" in s]
+    agreement = (f"Label agreement with torch: ONNX Runtime FP32 "
+                 f"{s['torch_vs_ort_label_agreement']:.5f} of pixels" + (
+                     f", `{prof['name']}` {s['profile_vs_torch_label_agreement']:.5f}" if
+                     has_profile else "") + f"; non-background fraction "
+                 f"{s['torch_labels_nonbackground_fraction']:.4f} (last round).")
     lines = [
         *harness.md_header("Triton CPU runtime benchmark (issue 4)", "triton_cpu.py", m,
                            "Triton CPU runtime (issue 4)"),
-        "**Checkpoint: `untrained` — seeded, UNTRAINED weights** (real effb3 Unet compute; "
-        f"the labels mean nothing). Slices: {cfg['slices_source']}. Requests of {cfg['batch']} "
-        f"slices, {cfg['requests_per_level']} per measurement; {cfg['rounds']} interleaved "
+        f"**Network: {res['checkpoint']}**; provenance {res['provenance']}. **CPU profile: "
+        f"`--cpu-runtime {prof['requested']}` → `{prof['name']}`** (gate: "
+        f"{prof['numeric_gate']}); preprocess and postprocess on ONNX Runtime FP32.", "",
+        f"Workload: {cfg['slices_source']}. Requests of {cfg['batch']} "
+        f"stacks, {cfg['requests_per_level']} per measurement; {cfg['rounds']} interleaved "
         "rounds, order rotating; each measurement after a quiet window (other tenants < 15 %, "
         "≤ 20 s wait), repeated once above 25 % (the cleaner kept); medians reported.", "",
-        "## Throughput: Triton (CPU, python backend + onnxruntime) vs in-process ONNX Runtime", "",
+        "## Throughput: Triton (CPU, python backend) vs the same sessions in-process", "",
         *md_table(["runtime", "concurrency", "slices/s (median)", "per round (other tenants' "
                    "share of the CPU)", "median latency / request", "median ÷ baseline median",
                    "per-round paired ratio (median)",
                    "unet executions by batch size (last round)"], throughput), "",
-        "Goal: Triton ≥ 0.9× the in-process throughput. The paired ratio divides each round's "
+        "Goal: Triton ≥ 0.9× the in-process throughput (the baseline: the sessions the "
+        "server's stubs build, `build_session`, in this process). The paired ratio divides each "
+        "round's "
         "Triton figure by the same round's baseline, cancelling most drift; 'other tenants' = "
         "the machine's busy CPU time (/proc/stat) minus ours, as a share of cores × wall time "
         f"(median over all measurements: {100 * s['foreign_cpu_share_median']:.0f}%).", "",
@@ -328,28 +369,19 @@ def render_markdown(res: dict[str, Any]) -> list[str]:
         "In-process stage times (ms per slice, median): " + ", ".join(
             f"{k} {v:.1f}" for k, v in s["ort_inprocess_stage_ms_per_slice"].items()) + ".", "",
         "Server-side time per slice (ms, median over rounds; Triton statistics; compute_infer "
-        "of a python-backend step = the stub's `execute`: onnxruntime + tensor handling):", "",
+        "of a python-backend step = the stub's `execute`: the session + tensor handling):", "",
         *md_table(["concurrency", "step", "queue", "compute_input", "compute_infer",
                    "compute_output"], server), "",
-        "### Thread settings (the server's sessions; the baseline uses the same)", "",
-        *md_table(["step", "backend", "instances", "intra_op_num_threads",
-                   "inter_op_num_threads", "dynamic batching"], threads), "",
-        "The baseline is single-stream: `unet` already uses every core (intra-op 0 = "
-        f"{m['cores']} threads here); more in-process streams would only oversubscribe them.", "",
-        "## Torch eager (seed's per-slice loop) vs ONNX Runtime, same slices, same run", "",
-        *md_table(["runtime", "slices/s (median)"], [
-            ["torch eager, per slice (`model(x)`, softmax/threshold/argmax/min-area in torch), "
-             f"{m['versions']['torch_threads']} torch threads",
-             f"{s['torch_eager_per_slice_slices_per_s']:.3f}"],
-            ["ONNX Runtime, three graphs, per slice (batch 1)",
-             f"{s['ort_per_slice_batch1_slices_per_s']:.3f}"],
-            [f"ONNX Runtime, three graphs, batch {cfg['batch']}",
-             f"{s['ort_inprocess_slices_per_s']:.3f}"]]), "",
-        f"ORT / torch (per slice, paired per round, median): "
-        f"{s['ort_b1_over_torch_paired_median']:.2f}×; per round: {torch_rounds}. "
-        f"Label agreement torch vs ORT: {s['torch_vs_ort_label_agreement']:.5f} of pixels "
-        f"(non-background fraction {s['torch_labels_nonbackground_fraction']:.4f}; untrained "
-        "weights).", "",
+        "### Session settings (the server's sessions; the baseline builds the same)", "",
+        *md_table(["step", "backend", "runtime", "instances", "intra-op / OpenVINO threads",
+                   "inter-op threads", "dynamic batching"], threads), "",
+        "The baseline is single-stream: the unet already uses every core (threads 0 = "
+        f"{m['cores']} here); more in-process streams would only oversubscribe them.", "",
+        "## Torch eager (seed's per-slice loop) vs the exported graphs, same slices, same run",
+        "",
+        *md_table(["runtime", "slices/s (median)", "× torch (paired per round, median)"],
+                  torch_rows, "lrr"), "",
+        f"Per round: {torch_rounds}. {agreement}", "",
         "## Server resident memory (after the run)", "",
         "Summed over tritonserver's process group (the server + one python-backend stub per "
         "model instance); RssShmem (the backend's shared memory) counts in every process.", "",
@@ -366,9 +398,10 @@ def render_markdown(res: dict[str, Any]) -> list[str]:
 
 # --------------------------------------------------------------------------- main
 def measure(args: Any, levels: list[int]) -> dict[str, Any]:
-    from aspects_devkit.stack import LocalStack
+    from aspects_devkit.stack import LocalStack, cpu_repository, export_onnx_dir
+    from perf_analyzer.run import served_profile
 
-    from aspects_export.checkpoints import UNTRAINED_CHECKPOINT_NOTE, load_model
+    from aspects_export.checkpoints import DEMO_CHECKPOINT_NOTE, DEMO_SPEC, load_model
 
     started = time.perf_counter()
     import onnxruntime
@@ -376,25 +409,36 @@ def measure(args: Any, levels: list[int]) -> dict[str, Any]:
 
     machine = harness.machine_info({
         "numpy": np.__version__, "onnxruntime (client/baseline)": onnxruntime.__version__,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        **harness.package_versions(("segmentation-models-pytorch", "tritonclient", "onnx")),
-        **harness.server_env_versions()})
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), **harness
+        .package_versions(("openvino", "segmentation-models-pytorch", "tritonclient", "onnx")),
+        **harness.server_env_versions(),
+        "openvino (server env)": harness.venv_versions(names=("openvino",)).get("openvino")})
     work = Path(tempfile.mkdtemp(prefix="aspects-bench-triton-"))
     try:
-        harness.log(f"exporting the untrained checkpoint to {work}; {UNTRAINED_CHECKPOINT_NOTE}")
-        onnx_dir, repo, export_times = harness.export_repository(work)
-        model = load_model("untrained")[0]  # the exported weights, eval mode, in torch
+        harness.log(f"exporting the {DEMO_SPEC} checkpoint to {work}; {DEMO_CHECKPOINT_NOTE}")
+        t0 = time.perf_counter()
+        onnx_dir, _ = export_onnx_dir(work / "onnx", checkpoint=DEMO_SPEC)
+        repo = cpu_repository(onnx_dir, work / "model_repository", cpu_runtime=args.cpu_runtime)
+        export_times = {"export_and_repository_s": time.perf_counter() - t0}
+        provenance = harness.provenance(harness.network_of(DEMO_SPEC, onnx_dir))
+        model = load_model(DEMO_SPEC)[0]  # the exported weights, eval mode, in torch
         onnx_bytes = {p.name: p.stat().st_size for p in sorted(onnx_dir.glob("*.onnx"))}
         slices = harness.phantom_stacks()
         settings = server_thread_settings(repo)
-        sessions = ort_sessions(onnx_dir, settings)
+        profile = served_profile(repo, args.cpu_runtime)
+        sessions = step_sessions(onnx_dir, settings)  # the served profile, in-process
+        ort_fp32 = sessions if profile["name"] == "onnxruntime" else \
+            step_sessions(onnx_dir, settings, unet_profile="onnxruntime")
+        described = {k: {n: v.description for n, v in ses.items()} for k, ses in
+                     (("served_profile", sessions), ("onnxruntime_fp32", ort_fp32))}
+        other = None if ort_fp32 is sessions else sessions
         n = slices.shape[0]
         payloads = [np.ascontiguousarray(slices[[(i * args.batch + j) % n
                                                  for j in range(args.batch)]])
                     for i in range(args.requests)]
         torch_slices = slices[: args.torch_slices]
         ort_pipeline(sessions, payloads[0])  # warm-up of the in-process side
-        torch_vs_ort(model, sessions, torch_slices[:1])
+        torch_vs_ort(model, ort_fp32, other, torch_slices[:1])
         with LocalStack(work, repository=repo) as stack:
             url, pid = stack.grpc_url, stack.triton.pid
             harness.log(f"tritonserver ready in {stack.triton.startup_seconds:.1f} s, pid {pid}")
@@ -402,7 +446,7 @@ def measure(args: Any, levels: list[int]) -> dict[str, Any]:
             run_triton(url, payloads[: max(levels)], max(levels))
             jobs = {"ort_inprocess": lambda: run_ort(sessions, payloads),
                     **{f"triton_c{c}": lambda c=c: run_triton(url, payloads, c) for c in levels},
-                    "torch_vs_ort": lambda: torch_vs_ort(model, sessions, torch_slices)}
+                    "torch_vs_ort": lambda: torch_vs_ort(model, ort_fp32, other, torch_slices)}
             rounds = harness.run_rounds(
                 jobs, args.rounds, harness.CpuMeter(triton=pid), quiet=args.quiet,
                 retries=args.retries, retry_above=args.retry_above, first_round=1,
@@ -419,13 +463,15 @@ def measure(args: Any, levels: list[int]) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
     result = {
         "benchmark": "triton_cpu (issue 4)",
-        "checkpoint": "untrained — seeded, UNTRAINED weights (real effb3 Unet compute)",
+        "provenance": provenance,
+        "checkpoint": f"{DEMO_SPEC} — {DEMO_CHECKPOINT_NOTE}",
+        "cpu_profile": profile, "inprocess_sessions": described,
         "machine": machine,
         "config": {"batch": args.batch, "requests_per_level": args.requests,
                    "rounds": args.rounds, "levels": levels, "torch_slices": args.torch_slices,
-                   "slices_source": f"make_phantom(seed={harness.PHANTOM_SEED}) 512x512x20 "
-                   "float32 -> load_volume + prepare -> uint8 [20,512,512] -> 2.5D stacks "
-                   "[20,3,512,512], requests cycle through them"},
+                   "slices_source": f"the client's 2.5D stacks of make_phantom(seed="
+                   f"{harness.PHANTOM_SEED}) (load_volume + prepare + context_stacks: uint8 "
+                   "[20,3,512,512]); requests cycle through them"},
         "export_times_s": export_times, "onnx_bytes": onnx_bytes, "thread_settings": settings,
         "server_memory": memory, "server_log_tail": log_tail,
         "gpu_tensorrt_fp16": "not measured here (no GPU): `benchmarks/gpu_check.py` measures it "
@@ -440,10 +486,12 @@ def measure(args: Any, levels: list[int]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = harness.cli(__doc__, harness.RESULTS / "triton_cpu.json")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=8, help="requests per measurement")
-    ap.add_argument("--batch", type=int, default=4, help="slices per request")
+    ap.add_argument("--requests", type=int, default=20, help="requests per measurement")
+    ap.add_argument("--batch", type=int, default=4, help="slices (2.5D stacks) per request")
     ap.add_argument("--torch-slices", type=int, default=6)
     ap.add_argument("--levels", default="1,2,4")
+    ap.add_argument("--cpu-runtime", default="auto",
+                    help="the unet's CPU runtime profile (aspects-export --cpu-runtime)")
     ap.add_argument("--quiet", type=float, default=0.15,
                     help="wait (<= 20 s) for other tenants below this share before each item")
     ap.add_argument("--retry-above", type=float, default=0.25,

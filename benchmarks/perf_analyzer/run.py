@@ -2,11 +2,10 @@
 workload in benchmarks/README.md).  Runs the ``perf_analyzer`` of the server environment's
 ``tritonclient`` wheel (its missing libraries linked into a private ``LD_LIBRARY_PATH``)
 against ``--url`` (any Triton serving the repository, e.g. a GPU host) or, with ``--local``,
-a generated CPU repository of the `untrained` effb3 unet (seeded, UNTRAINED weights; the
-timing is real) served by ``LocalStack`` (``--oracle``: the tiny oracle unet).  One
-invocation per model, batch and concurrency level; rows go to
-``results/perf_[LABEL_]<model>_b<batch>.{csv,log}`` and settings, versions and the parsed
-per-step statistics to ``results/perf_[LABEL_]runs.json`` (read by ``summarize.py``).
+a CPU repository of the demo weights, ``--cpu-runtime auto``, served by ``LocalStack``
+(``--oracle``: the tiny oracle unet).  One invocation per model, batch and level; rows go to
+``results/perf_[LABEL_]<model>_b<batch>.{csv,log}`` and settings, versions, provenance and the
+parsed per-step statistics to ``results/perf_[LABEL_]runs.json`` (read by ``summarize.py``).
 Measurements take ``flock`` on ``--lock`` and wait for the other benchmark scripts.
 
     .venv/bin/python benchmarks/perf_analyzer/run.py --local            # this machine, CPU
@@ -120,8 +119,8 @@ def build_inputs(client: Any, slices: np.ndarray, workdir: Path, models: Sequenc
     the latency probe."""
     shape_opt = [f"--shape=SLICES:{SLICE.replace('x', ',')}"]
     slices_json = write_input_data(workdir / "slices.json", [_entry("SLICES", s) for s in slices])
-    note = (f"{len(slices)} real phantom slices (make_phantom(seed={harness.PHANTOM_SEED}) -> "
-            f"load_volume + prepare) as 2.5D stacks, UINT8 {SLICE}")
+    note = (f"the client's {len(slices)} 2.5D stacks of make_phantom(seed={harness.PHANTOM_SEED})"
+            f" (load_volume + prepare + context_stacks), UINT8 {SLICE}")
     plan = {m: {"args": [f"--input-data={slices_json}", *shape_opt], "data": note}
             for m in ("aspects", "preprocess")}
     arrays: dict[str, dict] = {m: {"SLICES": slices} for m in ("aspects", "preprocess")}
@@ -134,13 +133,12 @@ def build_inputs(client: Any, slices: np.ndarray, workdir: Path, models: Sequenc
         post_json = write_input_data(workdir / "postprocess.json", [
             {**_entry("LOGITS", lg), **_entry("SLICES", s)}
             for lg, s in zip(logits, sub, strict=True)])
-        src = f"{len(sub)} phantom slices through the server's own preprocess"
+        src = f"{len(sub)} phantom stacks through the server's own preprocess"
         plan["unet"] = {"args": [f"--input-data={unet_json}"],
                         "data": f"IMAGE FP32 3x{NETWORK} from {src}"}
         plan["postprocess"] = {"args": [f"--input-data={post_json}"],
-                               "data": f"LOGITS FP32 11x{NETWORK} from {src} and unet "
-                               "(untrained unet: realistic in shape and dtype only) "
-                               "+ the matching SLICES"}
+                               "data": f"LOGITS FP32 11x{NETWORK} from {src} and the "
+                               f"served unet + the matching SLICES UINT8 {SLICE}"}
         arrays |= {"unet": {"IMAGE": image}, "postprocess": {"LOGITS": logits, "SLICES": sub}}
     else:
         rng, hw = np.random.default_rng(0), tuple(int(v) for v in NETWORK.split("x"))
@@ -421,8 +419,17 @@ def sweep(args: argparse.Namespace, binary: Path, env: dict[str, str], workdir: 
             "metrics_note": None if metrics_ok else f"{metrics} not reachable", "runs": runs}
 
 
+def _identity(manifest: dict[str, Any]) -> tuple[Any, ...]:
+    prov = manifest.get("provenance") or {}
+    return prov.get("contract_version"), prov.get("network"), manifest.get("cpu_profile")
+
+
 def merge_manifests(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` with the runs of ``old`` that it did not re-measure (same model and batch)."""
+    """``new`` with the runs of ``old`` that it did not re-measure (same model and batch); when
+    those measured another network, contract or CPU profile, the OLD provenance (stale)."""
+    if _identity(old) != _identity(new):
+        log("warning: --merge keeps runs of another network, contract or CPU profile")
+        new["provenance"] = old.get("provenance")
     redone = {(r["model"], r["batch"]) for r in new["runs"]}
     kept = [r for r in old.get("runs", []) if (r["model"], r["batch"]) not in redone]
     order = {m: i for i, m in enumerate(MODELS)}
@@ -430,6 +437,19 @@ def merge_manifests(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     new["started"] = min(old.get("started", new["started"]), new["started"])
     new["merged_from"] = [*old.get("merged_from", []), old.get("argv")]
     return new
+
+
+def served_profile(repo: Path, requested: str | None) -> dict[str, Any]:
+    """The unet's CPU runtime profile as written into a generated repository."""
+    from aspects_export.repository import CPU_RUNTIMES, cpu_bf16_supported, parse_config
+
+    params = {k: v.string_value
+              for k, v in parse_config(repo / "unet" / "config.pbtxt").parameters.items()}
+    key = (params.get("runtime", "onnxruntime"), params.get("precision", "f32"))
+    name = next(n for n, r in CPU_RUNTIMES.items() if (r.runtime, r.precision) == key)
+    return {"requested": requested or "onnxruntime", "name": name, "runtime": key[0],
+            "precision": key[1], "bf16_cpu": cpu_bf16_supported(),
+            "numeric_gate": params.get("numeric_gate", "not recorded")}
 
 
 def _stop(signum: int, _frame: object) -> None:
@@ -441,8 +461,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="gRPC host:port of a running Triton serving `aspects`")
     where.add_argument("--local", action="store_true",
-                       help="export the untrained (seeded) effb3 CPU repository and serve it")
+                       help="export the demo weights to a CPU repository and serve it")
     p.add_argument("--oracle", action="store_true", help="--local with the tiny oracle unet")
+    p.add_argument("--cpu-runtime", default="auto",
+                   help="--local: the unet's profile (aspects-export --cpu-runtime)")
     p.add_argument("--metrics-url", help="host:port/metrics (default: the URL's host, port 8002)")
     p.add_argument("--no-metrics", action="store_true", help="do not pass --collect-metrics")
     p.add_argument("--label", help="file label: results/perf_<label>_<model>_b<batch>.csv "
@@ -499,21 +521,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         binary, env, pa_version = prepare_perf_analyzer(server_venv, work / "lib")
         log(f"perf_analyzer {pa_version} ({binary}); libraries linked in {work / 'lib'}")
         local: dict[str, Any] | None = None
+        profile: dict[str, Any] | None = None
         if args.local:
-            from aspects_devkit.stack import LocalStack
+            from aspects_devkit.stack import LocalStack, cpu_repository, export_onnx_dir
 
-            checkpoint = None if args.oracle else "untrained"
-            _, repo, _ = harness.export_repository(work / "export", checkpoint, args.oracle)
+            cpu_runtime = None if args.oracle else args.cpu_runtime
+            onnx_dir, _ = export_onnx_dir(work / "export" / "onnx", checkpoint="demo",
+                                          oracle=args.oracle)
+            repo = cpu_repository(onnx_dir, work / "export" / "model_repository", cpu_runtime)
+            profile = served_profile(repo, cpu_runtime)
+            provenance = {**harness.provenance(None), "note": "the tiny ORACLE unet"} \
+                if args.oracle else harness.provenance(harness.network_of("demo", onnx_dir))
             with bench_lock(args.lock, args.wait_patterns), LocalStack(
                     work / "export", repository=repo, server_venv=server_venv) as stack:
                 args.url = stack.grpc_url
                 if args.metrics_url is None:
                     args.metrics_url = stack.triton.metrics_url.removeprefix("http://")
                 local = {"startup_s": round(stack.triton.startup_seconds or 0, 2),
-                         "repository": "aspects-export all --layout cpu "
-                         + ("--oracle" if args.oracle else "--checkpoint untrained")}
+                         "repository": "aspects-export all --layout cpu " + ("--oracle" if
+                         args.oracle else f"--checkpoint demo --cpu-runtime {args.cpu_runtime}")}
                 measured = sweep(args, binary, env, work, label)
         else:
+            provenance = {**harness.provenance(None), "note": f"remote server {args.url}: "
+                          "its network is not known here (only --local records it)"}
             host = args.url.rsplit(":", 1)[0]
             is_local = host in ("127.0.0.1", "localhost", "::1", "[::1]")
             with bench_lock(args.lock if is_local else "", args.wait_patterns):
@@ -525,11 +555,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "started": started.isoformat(timespec="seconds"),
             "finished": finished.isoformat(timespec="seconds"),
             "target": "local" if args.local else "url",
+            "provenance": provenance,
             "checkpoint": None if not args.local else "ORACLE unet (not a network)"
-            if args.oracle else "untrained: seeded, UNTRAINED effb3 weights",
+            if args.oracle else "demo: the committed demo weights (models/demo/, trained on "
+            "synthetic images only)",
+            "cpu_profile": profile,
             "local_server": local, "machine_client": machine_client(),
             "perf_analyzer_version": pa_version,
-            "server_venv_versions": harness.venv_versions(server_venv),
+            "server_venv_versions": harness.venv_versions(server_venv, (
+                "nvidia-pytriton", "tritonclient", "onnxruntime", "openvino", "numpy")),
             "python": platform.python_version(),
             "settings": {k: getattr(args, k) for k in (
                 "batch_sizes", "concurrency", "concurrency_batched", "min_interval_ms",

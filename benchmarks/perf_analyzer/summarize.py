@@ -108,8 +108,8 @@ def versions_line(m: dict[str, Any]) -> str:
         f"perf_analyzer {m.get('perf_analyzer_version', '?')} "
         f"(tritonclient {v.get('tritonclient', '?')} wheel)"]
     if local:
-        parts.append(f"onnxruntime {v.get('onnxruntime', '?')} in the python-backend stubs, "
-                     f"numpy {v.get('numpy', '?')}")
+        parts.append(f"onnxruntime {v.get('onnxruntime', '?')}, openvino {v.get('openvino')} "
+                     f"in the python-backend stubs, numpy {v.get('numpy', '?')}")
     return "; ".join([*parts, f"Python {m.get('python', '?')}"])
 
 
@@ -125,18 +125,22 @@ def section(m: dict[str, Any], title: str) -> list[str]:
     st, out = m["settings"], [f"## {title}", ""]
     out.append(f"- Measured: {m['started'].replace('T', ' ')} → {m['finished'].split('T')[1]} "
                "(UTC)")
+    profile = m.get("cpu_profile") or {}
     if m.get("target") == "local":
+        unet = (f"the unet on **`{profile['name']}`** (`--cpu-runtime {profile['requested']}`;"
+                f" gate: {profile['numeric_gate']}), preprocess and postprocess on onnxruntime "
+                "FP32" if profile else "each step on onnxruntime")
         out += [f"- Machine (client and server): {machine_line(m)}",
                 "- Server: local tritonserver (`LocalTriton`), CPU repository from "
                 f"`{(m.get('local_server') or {}).get('repository', '?')}`: each step a "
-                "python-backend model running its ONNX file with onnxruntime on KIND_CPU, "
-                "dynamic batching as in the committed configs"]
+                f"python-backend model running its ONNX file on KIND_CPU, {unet}; dynamic "
+                "batching as in the committed configs"]
     else:
         out.append(f"- Client machine: {machine_line(m)}; server: "
                    f"`{' '.join(m.get('argv') or [])}`")
-    if m.get("checkpoint"):
-        out.append(f"- Checkpoint: **{m['checkpoint']}** — the compute is the real "
-                   "efficientnet-b3 Unet; the labels mean nothing")
+    prov = m.get("provenance") or {}
+    out.append(f"- Network: **{m.get('checkpoint') or prov.get('note')}**; provenance: "
+               f"contract {prov.get('contract_version')}, {prov.get('network')}")
     metrics = (f"`--collect-metrics` against `{m['metrics_url']}`" if m.get("metrics_url")
                else f"no metrics ({m.get('metrics_note')})")
     first: dict[str, Any] = {}  # each model's run of its smallest batch
@@ -222,6 +226,7 @@ def plot(manifests: dict[str, dict[str, Any]], png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(12, 5.6))
     colors = {"aspects": "tab:red", "preprocess": "tab:green", "unet": "tab:blue",
@@ -247,6 +252,9 @@ def plot(manifests: dict[str, dict[str, Any]], png: Path) -> None:
         ax.set_yscale("log")
         ax.set_xticks(sorted(ticks))
         ax.set_xticklabels([str(t) for t in sorted(ticks)])
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(  # label 2, 5, 20, 50, ... only
+            lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
         ax.set_xlabel("concurrency (requests in flight)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -255,6 +263,8 @@ def plot(manifests: dict[str, dict[str, Any]], png: Path) -> None:
     title = ", ".join(
         f"{lb or 'cpu'}: {(m.get('machine_client') or {}).get('cpu_model', '?')} "
         f"{(m.get('machine_client') or {}).get('cores', '?')} cores"
+        + (f", {(m.get('checkpoint') or '?').split(':')[0]} weights, unet "
+           f"{m['cpu_profile']['name']}" if m.get("cpu_profile") else "")
         if m.get("target") == "local" else f"{lb}: {m.get('server', {}).get('version', '')}"
         for lb, m in manifests.items())
     fig.suptitle(f"perf_analyzer, aspects ensemble and steps — {title}")
