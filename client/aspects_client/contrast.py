@@ -20,7 +20,7 @@ import numpy as np
 
 from . import contract
 
-MIN_CAUDATE_PIXELS = 8  # a caudate side with fewer pixels in a slice gives no centroid
+MIN_CAUDATE_PIXELS = 3  # a caudate side with fewer pixels in a slice gives no centroid
 MIN_VENTRICLE_SAMPLES = 12  # fewer CSF samples over the volume: contrast not judged
 DWI_MAX_CSF_RATIO = 1.2  # a DWI whose CSF/caudate ratio is above this has b0/T2 contrast
 ADC_MIN_CSF_RATIO = 0.8  # an ADC map whose CSF/caudate ratio is below this is a DWI

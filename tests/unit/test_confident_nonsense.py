@@ -197,3 +197,12 @@ def test_no_region_found_fails_qc(phantom) -> None:
     found = assemble(volume, prepared, labels, overlay=False).document["qc"]["checks"]
     assert found["regions_found"]["passed"] is True
     assert contract.MAX_REGIONS_ML > 0
+
+
+def test_b0_contrast_is_seen_at_4_mm_pixels_too() -> None:
+    """dipy's real b0 aniso_vox (4 x 4 x 5 mm) scored 2; its caudate heads are a few pixels
+    each, which the contrast check must still use (it refuses that file with ratio 2.6)."""
+    coarse = make_phantom(seed=6, in_plane=(56, 56), n_slices=14, fov_mm=224.0)
+    with pytest.raises(ScoreRefusedError, match="brighter than the caudate"):
+        score_of(coarse, b0(coarse))
+    assert score_of(coarse, b1000(coarse))["method"]["csf_tissue_ratio"] < 1.0
