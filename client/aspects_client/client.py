@@ -35,7 +35,7 @@ from .assemble import assemble
 from .dicom_input import check_dicom_source, dicom_source_name, is_dicom_source
 from .display_stack import prepare
 from .document import dumps
-from .errors import AspectsError, CancelledError, UsageError
+from .errors import AspectsError, CancelledError, UsageError, VolumeTooLargeError
 from .inference import InferenceSettings, TritonSegmenter, check_priority
 from .labelmap import label_map_bytes
 from .lesions import ScoringRule
@@ -352,19 +352,33 @@ class AspectsClient:
         want_adc: bool,
         cancel: threading.Event | None,
     ) -> DicomStudy:
-        """The DWI (and, when asked, ADC) series of a DICOM source."""
+        """The DWI (and, when asked, ADC) series of a DICOM source, within the per-volume
+        deadline (``InferenceSettings.deadline_s``) and the caller's ``cancel``."""
         from .dicom_input import read_dicom
 
-        return read_dicom(
-            source,
-            s3_client=self._s3_client() if is_s3_url(source) else None,
-            label=label,
-            limits=self.limits,
-            series=series,
-            adc=want_adc,
-            max_object_bytes=self.s3_settings.max_object_bytes,
-            cancel=cancel,
-        )
+        deadline_s = self._segmenter.settings.deadline_s
+        stop, expired = _deadline_event(cancel, deadline_s)
+        try:
+            return read_dicom(
+                source,
+                s3_client=self._s3_client() if is_s3_url(source) else None,
+                label=label,
+                limits=self.limits,
+                series=series,
+                adc=want_adc,
+                max_object_bytes=self.s3_settings.max_object_bytes,
+                cancel=stop,
+            )
+        except CancelledError:
+            if expired.is_set() and not (cancel is not None and cancel.is_set()):
+                raise VolumeTooLargeError(
+                    f"{label}: reading the DICOM series took longer than the {deadline_s:g} s "
+                    "per-volume deadline (--deadline); send fewer files (the DWI series) or "
+                    "raise --deadline"
+                ) from None
+            raise
+        finally:
+            stop.set()  # ends the watcher
 
     def _load_dicom_adc(self, source: Any, label: str, cancel: threading.Event | None) -> Volume:
         from .dicom_input import read_dicom_adc
@@ -387,6 +401,27 @@ class AspectsClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _deadline_event(
+    cancel: threading.Event | None, seconds: float
+) -> tuple[threading.Event, threading.Event]:
+    """(stop, expired): ``stop`` is set when ``cancel`` is set or ``seconds`` pass (then
+    ``expired`` too), or by the caller when done."""
+    stop, expired = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        end = time.monotonic() + seconds
+        while not stop.wait(min(0.1, seconds)):
+            if cancel is not None and cancel.is_set():
+                break
+            if time.monotonic() >= end:
+                expired.set()
+                break
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop, expired
 
 
 def recorded_name(source: Source) -> str:
