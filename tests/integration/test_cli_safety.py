@@ -40,7 +40,10 @@ def write_volumes(folder: Path, n: int, shape=(256, 256, 40), seed: int = 0) -> 
     for i in range(n):
         path = folder / f"case{i}.nii.gz"
         image = rng.uniform(0, 500, shape).astype(np.float32)
-        nib.save(nib.Nifti1Image(image, np.diag([-2.5, 2.5, 4.0, 1.0])), path)
+        # a 180 x 180 x 40 mm field of view: a head's in-plane size, and labels (the oracle
+        # labels noise everywhere) under contract.MAX_REGIONS_ML, which refuses impossible heads
+        pixel, thick = 180.0 / shape[0], min(4.0, 40.0 / shape[2])
+        nib.save(nib.Nifti1Image(image, np.diag([-pixel, pixel, thick, 1.0])), path)
         paths.append(path)
     return paths
 

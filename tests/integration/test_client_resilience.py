@@ -161,7 +161,7 @@ def test_cli_segments_over_tls(
     from aspects_synth import make_phantom
 
     source = tmp_path / "phantom.nii.gz"
-    nib.save(make_phantom(seed=1, in_plane=(128, 128), n_slices=2).image, source)
+    nib.save(make_phantom(seed=1, in_plane=(128, 128), n_slices=3).image, source)
     out = tmp_path / "out.json"
     base = [sys.executable, "-m", "aspects_client.cli", "segment", str(source), "-o", str(out)]
     base += ["--url", triton_tls.grpc_url, "--timeout", "60", "--quiet"]

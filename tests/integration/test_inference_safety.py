@@ -37,8 +37,8 @@ def _slices(n: int, size: int = 96, seed: int = 0) -> np.ndarray:
     from aspects_client.volume_io import load_volume
     from aspects_synth import make_phantom
 
-    phantom = make_phantom(seed=seed, in_plane=(size, size), n_slices=n)
-    return prepare(load_volume(phantom.image)).slices
+    phantom = make_phantom(seed=seed, in_plane=(size, size), n_slices=max(n, 3))
+    return prepare(load_volume(phantom.image)).slices[:n]  # a volume has >= 3 slices
 
 
 class _Proxy:

@@ -53,7 +53,8 @@ def _slices(n: int, h: int = 128, w: int = 128, seed: int = 0) -> np.ndarray:
     from aspects_client.volume_io import load_volume
     from aspects_synth import make_phantom
 
-    return prepare(load_volume(make_phantom(seed=seed, in_plane=(h, w), n_slices=n).image)).slices
+    phantom = make_phantom(seed=seed, in_plane=(h, w), n_slices=max(n, contract.MIN_SLICES))
+    return prepare(load_volume(phantom.image)).slices[:n]  # a volume has >= MIN_SLICES
 
 
 def _phantom_image(n: int = 3, seed: int = 1):
@@ -278,7 +279,7 @@ def test_invalid_priority_is_refused_by_the_api_and_the_cli(
     with pytest.raises(UsageError, match="--priority"):
         InferenceSettings(priority="high")
     source = tmp_path / "phantom.nii.gz"
-    nib.save(_phantom_image(n=2), source)
+    nib.save(_phantom_image(n=3), source)
     base = [sys.executable, "-m", "aspects_client.cli", "segment", str(source), "--url", url]
     out = tmp_path / "out.json"
     bad = subprocess.run(
