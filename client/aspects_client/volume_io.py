@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -406,7 +407,7 @@ def header_affine(header: nib.Nifti1Header, label: str) -> np.ndarray:
             return np.asarray(header.get_qform(), dtype=np.float64)
         except Exception as exc:  # a quaternion nibabel cannot use
             raise OrientationUnknownError(
-                f"{label}: the qform cannot be read ({exc}); {FIX_ORIENTATION}"
+                f"{label}: the qform cannot be read ({plain_numbers(str(exc))}); {FIX_ORIENTATION}"
             ) from None
     raise OrientationUnknownError(
         f"{label}: the header holds no orientation (sform_code = qform_code = 0): which side "
@@ -425,6 +426,11 @@ def _kept_header(header: nib.Nifti1Header, affine: np.ndarray) -> nib.Nifti1Head
     kept["pixdim"][1:4] = np.linalg.norm(affine[:3, :3], axis=0)
     kept["qform_code"] = 0
     return kept
+
+
+def plain_numbers(text: str) -> str:
+    """``text`` with numpy scalar reprs (``np.float64(2.0)``) written as plain numbers."""
+    return re.sub(r"np\.(?:float|int|uint)\d+\(([^()]*)\)", r"\1", text)
 
 
 def _mm(values: np.ndarray) -> str:

@@ -258,3 +258,10 @@ def test_one_rule_for_nifti_and_dicom_slices_and_shear() -> None:
         load_volume(nib.Nifti1Image(data, sheared))
     sheared[1, 2] = AFFINE[2, 2] * np.tan(np.radians(contract.MAX_SHEAR_DEG - 10))
     assert load_volume(nib.Nifti1Image(data, sheared)).shape == (96, 96, 6)
+
+
+def test_messages_print_plain_numbers_not_numpy_reprs() -> None:
+    """An orientation message printed ``np.float64(2.0)`` (issue 24)."""
+    from aspects_client.volume_io import plain_numbers
+
+    assert plain_numbers("w2 is np.float64(-3.0), qfac np.float32(1.0)") == "w2 is -3.0, qfac 1.0"
