@@ -31,6 +31,7 @@ from .local_triton import free_port, tail_lines
 
 ENV_WEED = "ASPECTS_WEED"
 REGION = "us-east-1"
+SUN_PATH_BYTES = 108  # a unix socket's path must fit in sockaddr_un.sun_path (Linux)
 _PORT_FLAGS = (
     "master.port",
     "master.port.grpc",
@@ -44,6 +45,12 @@ _PORT_FLAGS = (
     "s3.port.lance",
     "iam.port",
 )
+
+
+def socket_base(limit: int = SUN_PATH_BYTES - 40) -> str:
+    """$TMPDIR when unix sockets under it fit in sun_path, else /tmp (they must)."""
+    base = tempfile.gettempdir()
+    return base if len(base) <= limit else "/tmp"
 
 
 def find_weed(explicit: str | Path | None = None) -> Path:
@@ -108,7 +115,9 @@ class LocalS3:
 
     def start(self) -> LocalS3:
         weed = find_weed(self._weed)
-        self._workdir = Path(tempfile.mkdtemp(prefix="aspects-s3-"))
+        # in a short directory: weed's unix sockets (s3.sock, filer.sock, TMPDIR) must fit
+        # in sun_path (108 bytes), whatever length $TMPDIR has
+        self._workdir = Path(tempfile.mkdtemp(prefix="aspects-s3-", dir=socket_base()))
         try:
             self._spawn(weed)
         except BaseException:

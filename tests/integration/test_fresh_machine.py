@@ -129,3 +129,18 @@ def test_the_demo_without_a_registry_fails_in_one_line(tmp_path: Path) -> None:
     assert "--cpu-runtime" not in line, line  # not an option of the demo
     never_advises_itself(line, cmd)
     assert not (tmp_path / "demo_out").exists()  # it failed before writing anything
+
+
+def test_seaweedfs_starts_under_a_long_tmpdir(tmp_path, monkeypatch) -> None:
+    """Unix sockets must fit in 108 bytes: under a deep $TMPDIR (CI's fresh machine, a
+    pytest tmp_path inside it) weed panicked and the demo failed."""
+    import tempfile
+
+    from aspects_devkit.local_s3 import LocalS3
+
+    deep = tmp_path / ("d" * 60) / ("e" * 40)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with LocalS3() as s3:
+        assert len(str(s3._workdir / "filer.sock")) < 108
+        assert s3.endpoint_url.startswith("http://127.0.0.1:")
