@@ -65,6 +65,7 @@ _ERRORS = (
     "NotDicomError",
     "UnreadableDicomError",
     "UnsafeArchiveError",
+    "DicomReadTimeoutError",
     "MixedSeriesError",
     "NotDiffusionError",
     "UnsupportedDicomError",

@@ -317,6 +317,9 @@ QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "pynetdicom", "
 SECRET_PATTERNS = (
     re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*b?['\"]?)[^'\"}\n]+"),
     re.compile(r"(?i)((?:signature|credential)=)[^,&\s'\"]+"),
+    re.compile(r"(?i)(signature:\s*)\S+"),  # botocore.auth's "Signature:\n<hex>"
+    re.compile(r"(?i)((?:access|secret)_key['\"]?\s*[:=]\s*['\"]?)[^'\",}\s]+"),
+    re.compile(r"()\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key ids anywhere
     re.compile(r"(?i)(x-amz-(?:signature|credential|security-token)['\"]?\s*[:=]\s*['\"]?)"
                r"[^'\"&,}\s]+"),
     re.compile(r"(?i)(aws_(?:secret_access_key|access_key_id|session_token)['\"]?\s*[:=]\s*"
@@ -328,7 +331,13 @@ class RedactSecrets(logging.Filter):
     """Masks credentials in every log record that reaches the CLI's handler."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), None
+        try:
+            record.msg, record.args = redact(record.getMessage()), None
+            if record.exc_info:  # a traceback's text goes through the same masks
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        except Exception:  # a record that cannot be formatted is dropped, never printed raw
+            return False
         return True
 
 

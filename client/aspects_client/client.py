@@ -35,7 +35,7 @@ from .assemble import assemble
 from .dicom_input import check_dicom_source, dicom_source_name, is_dicom_source
 from .display_stack import prepare
 from .document import dumps
-from .errors import AspectsError, CancelledError, UsageError, VolumeTooLargeError
+from .errors import AspectsError, CancelledError, DicomReadTimeoutError, UsageError
 from .inference import InferenceSettings, TritonSegmenter, check_priority
 from .labelmap import label_map_bytes
 from .lesions import ScoringRule
@@ -371,7 +371,7 @@ class AspectsClient:
             )
         except CancelledError:
             if expired.is_set() and not (cancel is not None and cancel.is_set()):
-                raise VolumeTooLargeError(
+                raise DicomReadTimeoutError(
                     f"{label}: reading the DICOM series took longer than the {deadline_s:g} s "
                     "per-volume deadline (--deadline); send fewer files (the DWI series) or "
                     "raise --deadline"

@@ -23,7 +23,8 @@ from . import contract
 MIN_CAUDATE_PIXELS = 3  # a caudate side with fewer pixels in a slice gives no centroid
 MIN_VENTRICLE_SAMPLES = 12  # fewer CSF samples over the volume: contrast not judged
 DWI_MAX_CSF_RATIO = 1.2  # a DWI whose CSF/caudate ratio is above this has b0/T2 contrast
-ADC_MIN_CSF_RATIO = 0.8  # an ADC map whose CSF/caudate ratio is below this is a DWI
+ADC_MIN_CSF_RATIO = 0.6  # an ADC map whose CSF/caudate ratio is below this is a DWI (a DWI
+# gives 0.2-0.5; slit ventricles and partial volume can bring a real ADC map towards 0.9)
 TISSUE_PERCENTILE = 75.0  # reference tissue: this percentile of the unlabelled pixels inside
 # the regions' bounding box per slice (CSF, dark on b1000, falls below it)
 MIN_TISSUE_PIXELS = 200
@@ -54,8 +55,9 @@ def csf_tissue_ratio(image: np.ndarray, classes: np.ndarray, hemis: np.ndarray) 
         a, b = (np.argwhere(s).mean(axis=0) for s in sides)
         rows, cols = _line_pixels(a, b)
         between = classes[n, rows, cols] == 0
-        csf.append(image[n, rows[between], cols[between]])
-        grey.extend(image[n][s] for s in sides)
+        line = image[n, rows[between], cols[between]]
+        csf.append(line[line > 0])  # 0: no value (an ADC map's uncovered voxels)
+        grey.extend(image[n][s & (image[n] > 0)] for s in sides)
     if not csf or sum(v.size for v in csf) < MIN_VENTRICLE_SAMPLES:
         return None
     tissue = float(np.median(np.concatenate(grey)))

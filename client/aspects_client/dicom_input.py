@@ -106,7 +106,9 @@ MAX_B_VALUE = 1500.0  # s/mm²: the highest b-value taken as "the DWI" when 1000
 PREFERRED_B_VALUE = 1000.0
 B_VALUE_TOLERANCE = 1.0  # s/mm²: b-values closer than this are one b-value ...
 B_VALUE_RTOL = 0.02  # ... or within 2 % of each other (999 and 1000.9: one shell, rounding)
-MAX_INFLATE_RATIO = 200  # a zip member or deflated dataset may inflate at most this much
+MAX_INFLATE_RATIO = 200  # a zip member or deflated dataset inflating more than this much ...
+MIN_BOMB_BYTES = 64 << 20  # ... to more than this is refused (a blank slice deflates ~550x,
+# but real image data of this size never compresses 200x)
 MIN_ENCAPSULATED_FRAME_BYTES = 8  # an encapsulated frame holds at least one item header
 MAX_SPACING_OVER_THICKNESS = 1.9  # slices this far apart for their thickness: some missing
 _DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"
@@ -457,7 +459,7 @@ def _gather_zip(raw: bytes, label: str, budget: _Budget) -> list[tuple[str, byte
         members = [m for m in members if not skipped_name(m.filename)]
         for member in members:
             budget.check_size(member.file_size, member.filename)
-            if member.file_size > MAX_INFLATE_RATIO * max(member.compress_size, 1):
+            if member.file_size > max(MAX_INFLATE_RATIO * member.compress_size, MIN_BOMB_BYTES):
                 raise DecompressionBombError(
                     f"{label}: {printable(member.filename)} inflates {member.file_size:,} "
                     f"bytes from {member.compress_size:,} (more than {MAX_INFLATE_RATIO}x: "
@@ -631,21 +633,42 @@ def _parse(data: bytes, name: str, label: str, *, stop_before_pixels: bool) -> D
         ) from None
 
 
+def _meta_end(data: bytes) -> int | None:
+    """Offset where the (explicit VR little endian) file meta group 0002 ends, found by
+    walking its elements (the group length element is optional); None when malformed."""
+    long_vr = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+               b"UT", b"UV"}
+    at = 132
+    while at + 8 <= len(data) and data[at : at + 2] == b"\x02\x00":
+        vr = data[at + 4 : at + 6]
+        if vr in long_vr:
+            at += 12 + int.from_bytes(data[at + 8 : at + 12], "little")
+        else:
+            at += 8 + int.from_bytes(data[at + 6 : at + 8], "little")
+    return at if at <= len(data) else None
+
+
 def _check_deflated(data: bytes, shown: str, label: str) -> None:
-    """A Deflated Explicit VR file inflates (in pydicom, without a bound) to at most
-    MAX_INFLATE_RATIO times its size: checked here first, streaming, 1 MiB at a time."""
+    """A Deflated Explicit VR file inflates (in pydicom, without a bound): it may inflate to
+    at most max(MAX_INFLATE_RATIO x its size, MIN_BOMB_BYTES), checked here first, in a
+    stream, 1 MiB at a time; a stream that cannot be checked is refused."""
     if data[128:132] != b"DICM" or _DEFLATED_SYNTAX not in data[132:1024]:
         return
-    has_length = data[132:136] == b"\x02\x00\x00\x00"  # (0002,0000) group length, UL
-    meta_length = int.from_bytes(data[140:144], "little") if has_length else 0
-    stream, limit, inflated = zlib.decompressobj(-zlib.MAX_WBITS), MAX_INFLATE_RATIO * len(data), 0
-    pending = data[144 + meta_length :]
+    start = _meta_end(data)
+    limit, inflated = max(MAX_INFLATE_RATIO * len(data), MIN_BOMB_BYTES), 0
+    stream = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = data[start:] if start is not None else b""
     try:
         while pending and inflated <= limit and not stream.eof:
             inflated += len(stream.decompress(pending, 1 << 20))
             pending = stream.unconsumed_tail
     except zlib.error:
-        return  # a damaged stream: pydicom reports it
+        start = None
+    if start is None:
+        raise UnreadableDicomError(
+            f"{label}: {shown} is a deflated DICOM file whose stream cannot be read; "
+            "re-export the series uncompressed"
+        )
     if inflated > limit:
         raise DecompressionBombError(
             f"{label}: {shown} is a deflated DICOM file that inflates more than "
@@ -740,7 +763,8 @@ def _frame_count(inst: _Instance, where: str) -> int:
     bits = int(ds.get("BitsAllocated", 16) or 16)
     per_frame = max(1, rows * columns * int(ds.get("SamplesPerPixel", 1) or 1) * bits // 8) \
         if native else MIN_ENCAPSULATED_FRAME_BYTES
-    if inst.size and n * per_frame > inst.size * (MAX_INFLATE_RATIO if deflated else 1):
+    room = max(inst.size * MAX_INFLATE_RATIO, MIN_BOMB_BYTES) if deflated else inst.size
+    if inst.size and n * per_frame > room:
         raise UnreadableDicomError(
             f"{where}: {shown} declares {n:,} frames of {rows} x {columns}, more than its "
             f"{inst.size:,} bytes can hold: the file is damaged or truncated; re-export it"
@@ -1248,7 +1272,7 @@ def _check_against_thickness(step: float, ds: Dataset, where: str) -> None:
     """MissingSlicesError when evenly spaced slices lie further apart than the series says
     (every other slice file missing keeps the spacing even)."""
     spacing, thickness = _slice_measures(ds)
-    if spacing is not None and step > 1.5 * spacing:
+    if spacing is not None and step >= MAX_SPACING_OVER_THICKNESS * spacing:
         said, nominal = f"SpacingBetweenSlices {spacing:g} mm", spacing
     elif spacing is None and thickness is not None and (
         step >= MAX_SPACING_OVER_THICKNESS * thickness

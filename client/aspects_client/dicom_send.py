@@ -128,6 +128,9 @@ def send_datasets(
             what = _describe(ds)
             try:
                 status = assoc.send_c_store(ds)
+            except RuntimeError:  # aborted by a cancel between the check and the send
+                _raise_if_cancelled(cancel, node, n, len(datasets))
+                raise
             except ValueError as exc:  # no accepted context for this SOP class / syntax
                 raise AssociationRejectedError(
                     f"{node} accepted no presentation context for {what} ({exc}); configure "
@@ -150,8 +153,8 @@ def send_datasets(
             statuses.append(code)
     finally:
         done.set()
-        if assoc.is_established:
-            assoc.release()
+        if assoc.is_established and not (cancel is not None and cancel.is_set()):
+            assoc.release()  # (a cancelled association is being aborted: no release wait)
     log.info("stored %d DICOM objects at %s", len(statuses), node)
     return statuses
 
@@ -165,10 +168,11 @@ def _abort_on(cancel: threading.Event, done: threading.Event, assoc: Any) -> Non
     """Abort ``assoc`` when ``cancel`` is set before ``done``."""
     while not done.wait(0.1):
         if cancel.is_set():
-            assoc.abort()
             # a C-STORE waiting for its answer waits on the DIMSE queue (up to the DIMSE
-            # timeout): wake it with the "no message" item pynetdicom uses for an abort
+            # timeout): wake it first with the "no message" item pynetdicom uses for an
+            # abort, then abort without waiting (a peer that stopped reading could block it)
             assoc.dimse.msg_queue.put((None, None))
+            assoc.abort(block=False)
             return
 
 

@@ -179,6 +179,10 @@ class UnreadableDicomError(DicomInputError):
     """A DICOM file that cannot be parsed, or whose pixel data cannot be decoded."""
 
 
+class DicomReadTimeoutError(DicomInputError):
+    """Reading a DICOM series outlasted the per-volume deadline (``--deadline``)."""
+
+
 class UnsafeArchiveError(DicomInputError):
     """A zip member with an absolute path or a '..' segment, or an encrypted member."""
 

@@ -186,8 +186,8 @@ def window_to_uint8(data: np.ndarray, bounds: tuple[float, float] | None = None)
             block = src[index]
             np.multiply((block >= hi) & (block != 0), 255, out=dst[index], casting="unsafe")
         return result
-    work = working_dtype(data.dtype)
-    scale = work.type(255.0) / (work.type(hi) - work.type(lo))
+    work = working_dtype(data.dtype, lo, hi)
+    scale = work.type(255.0 / (float(hi) - float(lo)))
     lo_w = work.type(lo)
     scratch = np.empty(min(_CHUNK, max(src.size, 1)), dtype=work)
     for index in _block_index(src.shape):
@@ -199,11 +199,13 @@ def window_to_uint8(data: np.ndarray, bounds: tuple[float, float] | None = None)
     return result
 
 
-def working_dtype(dtype: np.dtype) -> np.dtype:
-    """float32, or float64 for 64-bit (and wider) inputs: the window is computed in the
-    input's own precision (a float64 volume near 1e300 would overflow float32, and
-    ``1 + 1e-12 x`` would lose its contrast in the cast)."""
-    return np.dtype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32)
+def working_dtype(dtype: np.dtype, lo: float = 0.0, hi: float = 0.0) -> np.dtype:
+    """float32, or float64 for 64-bit (and wider) inputs or a window whose span overflows
+    float32: the window is computed in the input's own precision (a float64 volume near
+    1e300 would overflow float32, and ``1 + 1e-12 x`` would lose its contrast)."""
+    wide = np.dtype(dtype).itemsize > 4 or not np.isfinite(float(hi) - float(lo)) or (
+        abs(float(hi)) + abs(float(lo)) > float(np.finfo(np.float32).max) / 2)
+    return np.dtype(np.float64 if wide else np.float32)
 
 
 def _scale_clip_round(buf: np.ndarray, scale: np.floating) -> None:

@@ -80,7 +80,7 @@ def test_grpc_to_the_http_port_says_which_port(triton_oracle, tmp_path) -> None:
 
 def test_reading_a_dicom_series_is_bounded_by_the_volume_deadline(triton_oracle, tmp_path):
     """No deadline covered DICOM reading (issue 24): it is the per-volume deadline now."""
-    from aspects_client import AspectsClient, InferenceSettings, VolumeTooLargeError
+    from aspects_client import AspectsClient, DicomReadTimeoutError, InferenceSettings
     from aspects_synth.dicom_series import series_from_image, write_series
 
     phantom = painted_phantom(seed=3, n_slices=12)
@@ -89,7 +89,7 @@ def test_reading_a_dicom_series_is_bounded_by_the_volume_deadline(triton_oracle,
     tight = InferenceSettings(deadline_s=0.001)
     with (
         AspectsClient(triton_oracle.server.grpc_url, inference=tight, overlay=False) as client,
-        pytest.raises(VolumeTooLargeError, match=r"per-volume deadline \(--deadline\)"),
+        pytest.raises(DicomReadTimeoutError, match=r"per-volume deadline \(--deadline\)"),
     ):
         client.segment(folder)
     with AspectsClient(triton_oracle.server.grpc_url, overlay=False) as client:

@@ -339,3 +339,23 @@ def test_damaged_files_are_named_for_what_is_wrong(case, tmp_path, damage, words
     line = str(info.value)
     assert all(word in line for word in words), line
     assert "not a NIfTI file" not in line and "data code" not in line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "headers={'Authorization': b'AWS4-HMAC-SHA256 Credential=AKIAABCDEFGHIJKLMNOP/2026/"
+        "us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0a1b2c3d4e5f'}",
+        "StringToSign:\nAWS4-HMAC-SHA256\nSignature:\n0a1b2c3d4e5f60718293",
+        "https://h/b/k?X-Amz-Credential=AKIAABCDEFGHIJKLMNOP%2F2026&X-Amz-Signature=0a1b2c3d",
+        "aws_secret_access_key=s3cr3t+/Secret=Value_0123456789 secret_key: s3cr3t",
+    ],
+)
+def test_verbose_logs_mask_credentials(line):
+    """A second line of defence behind the quiet transport loggers (issue 24)."""
+    from aspects_client.cli import redact
+
+    masked = redact(line)
+    for secret in ("AKIAABCDEFGHIJKLMNOP", "0a1b2c3d", "s3cr3t"):
+        assert secret not in masked, masked
+    assert redact("the m1 region on the right") == "the m1 region on the right"

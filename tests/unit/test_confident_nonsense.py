@@ -146,6 +146,13 @@ def test_the_window_is_computed_in_the_inputs_precision(phantom, scale: float) -
     assert scaled.max() == 255
 
 
+def test_a_float32_window_spanning_its_whole_range_is_not_blank() -> None:
+    """±3e38 in float32: hi - lo overflows float32 (a blank image was sent)."""
+    x = np.linspace(-3e38, 3e38, 64 * 64 * 4, dtype=np.float32).reshape(64, 64, 4)
+    out = window_to_uint8(x)
+    assert len(np.unique(out)) > 200 and out.max() == 255
+
+
 def test_contrast_lost_in_a_float32_cast_is_kept() -> None:
     """1 + 1e-12 x: every value is 1.0 in float32; in float64 the contrast is there."""
     x = np.linspace(0.0, 1.0, 64 * 64 * 4).reshape(64, 64, 4)
