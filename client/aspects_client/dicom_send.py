@@ -168,11 +168,10 @@ def _abort_on(cancel: threading.Event, done: threading.Event, assoc: Any) -> Non
     """Abort ``assoc`` when ``cancel`` is set before ``done``."""
     while not done.wait(0.1):
         if cancel.is_set():
+            assoc.abort()
             # a C-STORE waiting for its answer waits on the DIMSE queue (up to the DIMSE
-            # timeout): wake it first with the "no message" item pynetdicom uses for an
-            # abort, then abort without waiting (a peer that stopped reading could block it)
+            # timeout): wake it with the "no message" item pynetdicom uses for an abort
             assoc.dimse.msg_queue.put((None, None))
-            assoc.abort(block=False)
             return
 
 
