@@ -94,7 +94,7 @@ from .errors import (
     VolumeTooLargeError,
 )
 from .outputs import printable
-from .volume_io import Limits
+from .volume_io import Limits, numbers_text
 
 if TYPE_CHECKING:  # pydicom and highdicom are imported on first use (import stays cheap)
     from pydicom.dataset import Dataset
@@ -1191,11 +1191,6 @@ def _pixels(ds: Dataset, name: str, where: str) -> np.ndarray:
         ) from None
 
 
-def _numbers(values: Iterable[Any]) -> str:
-    """``(2, 0.5, 1)``: plain numbers for a message (never ``np.float64(2.0)``)."""
-    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
-
-
 def _check_frames(frames: list[_Frame], where: str, limits: Limits) -> tuple[int, int]:
     """One size, orientation and pixel spacing, enough slices, within the voxel bound;
     returns (rows, columns)."""
@@ -1241,7 +1236,7 @@ def _check_frames(frames: list[_Frame], where: str, limits: Limits) -> tuple[int
         )
     if np.min(spacing) <= 0:
         raise InconsistentGeometryError(
-            f"{where}: PixelSpacing {_numbers(spacing)} is not positive"
+            f"{where}: PixelSpacing {numbers_text(spacing)} is not positive"
         )
     row_dir, col_dir = reference[:3], reference[3:]
     if (
@@ -1250,8 +1245,8 @@ def _check_frames(frames: list[_Frame], where: str, limits: Limits) -> tuple[int
         or abs(row_dir @ col_dir) > 1e-3
     ):
         raise InconsistentGeometryError(
-            f"{where}: ImageOrientationPatient {_numbers(reference)} is not two orthogonal unit "
-            "vectors; re-export the series"
+            f"{where}: ImageOrientationPatient {numbers_text(reference)} is not two orthogonal "
+            "unit vectors; re-export the series"
         )
     return rows, columns
 

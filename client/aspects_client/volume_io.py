@@ -35,6 +35,7 @@ import math
 import re
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -399,9 +400,9 @@ def header_affine(header: nib.Nifti1Header, label: str) -> np.ndarray:
         pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
         if not np.all(pixdim > 0):  # also catches NaN
             raise OrientationUnknownError(
-                f"{label}: the voxel sizes pixdim[1:4] = {_mm(pixdim)} are not all positive "
-                "and the header has no sform (sform_code = 0), so the voxel sizes (volumes) and "
-                f"the left/right orientation are unknown; {FIX_ORIENTATION}"
+                f"{label}: the voxel sizes pixdim[1:4] = {numbers_text(pixdim)} are not all "
+                "positive and the header has no sform (sform_code = 0), so the voxel sizes "
+                f"(volumes) and the left/right orientation are unknown; {FIX_ORIENTATION}"
             )
         try:
             return np.asarray(header.get_qform(), dtype=np.float64)
@@ -433,7 +434,8 @@ def plain_numbers(text: str) -> str:
     return re.sub(r"np\.(?:float|int|uint)\d+\(([^()]*)\)", r"\1", text)
 
 
-def _mm(values: np.ndarray) -> str:
+def numbers_text(values: Iterable[float]) -> str:
+    """``(2, 0.5, 1)``: plain numbers for a message (never ``np.float64(2.0)``)."""
     return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
 
 
