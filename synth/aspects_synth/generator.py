@@ -346,13 +346,15 @@ class Head:
             sub |= inside.to(self.device) & (t["territories"][box] == value) & brain[box]
         return mask
 
-    def render(self, grid: Grid, label_size: int | None = None, partial: int = 7) -> Rendered:
+    def render(self, grid: Grid, label_size: int | None = None, partial: int = 7,
+               label_slice: int | None = None) -> Rendered:
         """Raw intensities and exact labels of ``grid``'s slices (display orientation).
 
         Returns image float32 [S, M, M] (M = ``grid.matrix``), and classes / hemispheres
         uint8 [S, L, L] at the slice centres on a ``label_size``² grid over the same FOV
         (default M).  With ``params.flip`` every array is mirrored left/right.  ``partial``:
-        at most this many samples across a slice (partial volume).
+        at most this many samples across a slice (partial volume).  ``label_slice``: labels
+        of that slice only ([1, L, L]; training needs the centre slice's).
         """
         p = self.params
         offsets = through_slice_offsets(grid.thickness_mm, self.device, partial)
@@ -374,6 +376,8 @@ class Head:
             image = image * (head != T["air"])
         size = label_size or grid.matrix
         centre = display_points(grid, size, torch.zeros(1, device=self.device), self.device)
+        if label_slice is not None:
+            centre = centre[label_slice : label_slice + 1]
         vox = self.warp.to_voxels(self.warp.to_mni(centre[:, 0])[0])
         classes = sample_volume(self.classes, vox, "nearest")
         hemis = sample_volume(self.hemispheres, vox, "nearest")
@@ -448,32 +452,71 @@ def network_tensor(stacks: torch.Tensor) -> torch.Tensor:
 
 # Scanner z (mm) of a training slab's centre slice: from the posterior fossa to the vertex.
 LEVEL_RANGE_MM = (-45.0, 88.0)
+# ... and the ganglionic/supraganglionic band where the deep regions (lentiform, caudate,
+# internal capsule) and the M1–M6 transition lie: the weakest regions on real images.
+DEEP_LEVEL_MM = (-12.0, 30.0)
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How training samples are drawn from a head.
+
+    ``crop``: a random ``crop``² window of the network-size sample (fully convolutional
+    network, same pixel size as served; ``None`` = the whole 256²); ``partial``: at most this
+    many samples across a slice; ``deep_fraction``: share of levels drawn from
+    ``DEEP_LEVEL_MM`` instead of ``LEVEL_RANGE_MM``; ``centre_labels_only``: look up the
+    labels of the centre slice only (the others are never used; ``False`` is the old cost).
+    """
+
+    crop: int | None = None
+    partial: int = 5
+    deep_fraction: float = 0.0
+    centre_labels_only: bool = True
+
+
+def draw_level(rng: np.random.Generator, deep_fraction: float) -> float:
+    """Scanner z (mm) of a sample's centre slice."""
+    deep = deep_fraction > 0 and rng.random() < deep_fraction  # no draw when off: same stream
+    band = DEEP_LEVEL_MM if deep else LEVEL_RANGE_MM
+    return float(rng.uniform(*band))
+
+
+def crop_window(rng: np.random.Generator, crop: int | None) -> tuple[slice, slice]:
+    """A random ``crop``² window of the network grid (the whole grid for ``None``)."""
+    size = contract.NETWORK_SIZE[0]
+    if crop is None or crop >= size:
+        return slice(None), slice(None)
+    r, c = (int(v) for v in rng.integers(0, size - crop + 1, 2))
+    return slice(r, r + crop), slice(c, c + crop)
 
 
 def training_samples(
-    head: Head, rng: np.random.Generator, n: int
+    head: Head, rng: np.random.Generator, n: int, options: SampleOptions = SampleOptions()
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` 2.5D training samples of one head at random levels and acquisition grids.
 
-    Returns x float32 [n, 3, h, w] (contract-normalised: slice below, slice, slice above)
-    and y int64 [n, h, w] (classes at the centre slice), (h, w) = ``contract.NETWORK_SIZE``.
+    Returns x float32 [n, 3, c, c] (contract-normalised: slice below, slice, slice above)
+    and y int64 [n, c, c] (classes at the centre slice), c = ``options.crop`` or
+    ``contract.NETWORK_SIZE``.
     """
     size = contract.NETWORK_SIZE[0]
     xs, ys = [], []
     for _ in range(n):
-        grid = draw_grid(rng, 3, float(rng.uniform(*LEVEL_RANGE_MM)))
+        grid = draw_grid(rng, 3, draw_level(rng, options.deep_fraction))
         # Finer matrices are resized down to the network anyway: render them at its size
         # (the same FOV), which is what the bilinear resize keeps of them, 5× faster.
         grid = replace(grid, matrix=min(grid.matrix, size))
-        out = head.render(grid, label_size=size, partial=5)
+        centre = 1 if options.centre_labels_only else None
+        out = head.render(grid, label_size=size, partial=options.partial, label_slice=centre)
         lo, hi = window_limits(out.image)
         lo, hi = lo * float(rng.uniform(0.8, 1.2)), hi * float(rng.uniform(0.85, 1.2))
         stack = apply_window(out.image, lo, hi)  # [3, M, M], inferior first
         if rng.random() < 0.1:  # the first or last slice of a volume: replicated neighbour
             edge = 0 if rng.random() < 0.5 else 2
             stack[edge] = stack[1]
-        xs.append(network_tensor(stack[None])[0])
-        ys.append(out.classes[1].long())
+        rows, cols = crop_window(rng, options.crop)
+        xs.append(network_tensor(stack[None])[0][:, rows, cols])
+        ys.append(out.classes[0 if centre else 1].long()[rows, cols])
     return torch.stack(xs), torch.stack(ys)
 
 

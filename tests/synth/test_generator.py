@@ -219,3 +219,29 @@ def test_render_volume_truth_lands_on_the_clients_display(order):
     assert prepare(volume).slices.shape == display.shape
     assert set(np.unique(ph.hemispheres)) >= {1, 2}
     assert context_stacks(prepare(volume).slices).shape[1] == contract.NETWORK_CHANNELS
+
+
+def test_campaign_sample_options_crop_and_centre_labels(maps):
+    """A crop is a window of the whole sample drawn from the same stream; the centre-only
+    label lookup gives the same labels as the full one."""
+    head = g.Head(12, maps=maps)
+    full = g.training_samples(head, np.random.default_rng(2), 2,
+                              g.SampleOptions(centre_labels_only=False))
+    fast = g.training_samples(head, np.random.default_rng(2), 2, g.SampleOptions())
+    assert torch.equal(full[0], fast[0]) and torch.equal(full[1], fast[1])
+    x, y = g.training_samples(head, np.random.default_rng(2), 2, g.SampleOptions(crop=96))
+    assert x.shape[-2:] == (96, 96) and y.shape[-2:] == (96, 96)
+    rows, cols = g.crop_window(np.random.default_rng(0), 96)
+    assert rows.stop - rows.start == 96 and 0 <= rows.start <= contract.NETWORK_SIZE[0] - 96
+    assert g.crop_window(np.random.default_rng(0), None) == (slice(None), slice(None))
+
+
+def test_deep_fraction_draws_levels_from_the_ganglionic_band():
+    rng = np.random.default_rng(3)
+    levels = np.array([g.draw_level(rng, 1.0) for _ in range(200)])
+    assert levels.min() >= g.DEEP_LEVEL_MM[0] and levels.max() <= g.DEEP_LEVEL_MM[1]
+    wide = np.array([g.draw_level(np.random.default_rng(k), 0.0) for k in range(200)])
+    assert wide.min() < g.DEEP_LEVEL_MM[0] and wide.max() > g.DEEP_LEVEL_MM[1]
+    # off means the same random stream as before the option existed
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    assert g.draw_level(a, 0.0) == float(b.uniform(*g.LEVEL_RANGE_MM))

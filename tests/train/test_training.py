@@ -145,6 +145,17 @@ def test_fit_resumes_from_last_checkpoint(tmp_path, tiny_pairs, capsys):
     assert state["epoch"] == 1 and state["global_step"] == 2  # 2 epochs × (2 batches / accum 2)
 
 
+def test_fit_with_ema_checkpoints_the_averaged_weights(tmp_path, tiny_pairs):
+    """With an EMA, the checkpoint's weights are the average (not the last step's), kept
+    beside the raw ones so a resumed run continues both."""
+    result = fit(_tiny_config(tmp_path, tiny_pairs, ema_decay=0.5, channels_last=True,
+                              samples_per_epoch=8, lr=1e-2))  # 2 steps: the first copies
+    state = torch.load(result.last_checkpoint, weights_only=True)
+    key = "model.segmentation_head.0.weight"
+    assert "current_model_state" in state
+    assert not torch.equal(state["state_dict"][key], state["current_model_state"][key])
+
+
 def test_fit_stops_early_and_fine_tunes_from_a_checkpoint(tmp_path, tiny_pairs):
     first = fit(_tiny_config(tmp_path / "a", tiny_pairs, max_epochs=5, stop_after_epochs=1))
     assert torch.load(first.last_checkpoint, weights_only=True)["epoch"] == 0

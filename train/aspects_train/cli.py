@@ -1,4 +1,4 @@
-"""``aspects-train``: fit | tune | cache | export-weights | import-markup.
+"""``aspects-train``: fit | tune | profile | cache | export-weights | import-markup.
 
 Errors print one line and exit 1 (2 for bad usage), as the other CLIs.
 """
@@ -53,6 +53,15 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--synth-per-head", type=int, default=d.synth_per_head)
     p.add_argument("--synth-val", type=int, default=d.synth_val)
+    p.add_argument("--synth-crop", type=int, default=d.synth_crop,
+                   help="train on random crop² windows of the 256² synthetic samples")
+    p.add_argument("--synth-partial", type=int, default=d.synth_partial,
+                   help="samples across a synthetic slice (partial volume), at most")
+    p.add_argument("--deep-fraction", type=float, default=d.deep_fraction,
+                   help="share of synthetic levels drawn from the ganglionic band")
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay,
+                   help="exponential moving average of the weights (0 = off)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--train-phantoms", type=int, default=d.train_phantoms)
     p.add_argument("--val-phantoms", type=int, default=d.val_phantoms)
     p.add_argument("--crop", type=int, default=d.crop, help="crop edge at 512×512 scale (px)")
@@ -80,6 +89,14 @@ def _fit_config(args: argparse.Namespace):
 
     return FitConfig(
         out_dir=args.out,
+        source=args.source,
+        synth_per_head=args.synth_per_head,
+        synth_val=args.synth_val,
+        synth_crop=args.synth_crop,
+        synth_partial=args.synth_partial,
+        deep_fraction=args.deep_fraction,
+        ema_decay=args.ema_decay,
+        channels_last=args.channels_last,
         train_phantoms=args.train_phantoms,
         val_phantoms=args.val_phantoms,
         train_pairs=_pairs(args.train),
@@ -135,6 +152,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import main_profile
+
+    return main_profile(args.batch_size, args.steps, args.threads, args.json)
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from aspects_synth.recipes import TRAIN_SEED_START, VAL_SEED_START, seed_range
 
@@ -181,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-max", type=float, default=3e-3)
     p.add_argument("--storage", help="Optuna storage URL (e.g. sqlite:///study.db) to resume")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("profile", help="CPU per training sample: generator vs step")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="also write the figures here")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("cache", help="render the training/validation phantoms into the cache")
     p.add_argument("--train-phantoms", type=int, default=48)

@@ -23,6 +23,8 @@ from aspects_client.server_reference import (
     resize_labels,
 )
 
+from aspects_synth.generator import SampleOptions
+
 from .augment import AugmentConfig, random_crop
 from .samples import SliceStack
 
@@ -133,8 +135,10 @@ class SynthDataset(Dataset):
         per_head: int = 4,
         seed: int = 0,
         device: str = "cpu",
+        options: SampleOptions | None = None,
     ) -> None:
         self.samples_per_epoch = int(samples_per_epoch)
+        self.options = options or SampleOptions()
         self.seed_start = int(seed_start)
         self.per_head = max(1, int(per_head))
         self.seed = int(seed)
@@ -159,7 +163,7 @@ class SynthDataset(Dataset):
         if self._head is None or self._head.params.seed != seed:
             self._head = Head(seed, device=self.device)
         rng = np.random.default_rng([self.seed, self.epoch, int(index), 17])
-        x, y = training_samples(self._head, rng, 1)
+        x, y = training_samples(self._head, rng, 1, self.options)
         return x[0].cpu(), y[0].cpu()
 
 

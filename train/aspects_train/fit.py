@@ -17,6 +17,8 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from aspects_synth.recipes import TRAIN_SEED_START, VAL_SEED_START, seed_range
 
+from aspects_synth.generator import SampleOptions
+
 from .augment import AugmentConfig
 from .dataset import CropDataset, FixedDataset, SliceDataset, SynthDataset
 from .module import MONITOR, SegmentationModule
@@ -34,6 +36,11 @@ class FitConfig:
     source: str = "synth"  # synth (domain-randomised heads) | phantoms (b1000 phantoms)
     synth_per_head: int = 4  # samples drawn from each synthetic head
     synth_val: int = 48  # fixed domain-randomised validation samples
+    synth_crop: int | None = None  # train on random crop² windows of the 256² samples
+    synth_partial: int = 5  # at most this many samples across a slice (partial volume)
+    deep_fraction: float = 0.0  # share of levels from the ganglionic band (deep regions)
+    ema_decay: float = 0.0  # exponential moving average of the weights (0 = off)
+    channels_last: bool = False  # NHWC memory format (faster convolutions on CPU)
     train_phantoms: int = 48
     val_phantoms: int = 2
     train_pairs: list[tuple[str, str]] = field(default_factory=list)  # (volume, labels) NIfTI
@@ -132,6 +139,15 @@ class StopAfterEpochs(Callback):
             trainer.should_stop = True
 
 
+def ema_callback(decay: float) -> Callback:
+    """An exponential moving average of the weights, updated every optimiser step; the
+    averaged weights are validated, checkpointed and exported (Lightning swaps them in)."""
+    from lightning.pytorch.callbacks import WeightAveraging
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    return WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(float(decay)))
+
+
 def fit(config: FitConfig, extra_callbacks: Sequence[Callback] = ()) -> FitResult:
     """Train per ``config``; resumes from ``<out_dir>/checkpoints/last.ckpt`` if present.
 
@@ -150,8 +166,10 @@ def fit(config: FitConfig, extra_callbacks: Sequence[Callback] = ()) -> FitResul
         raise ValueError(f"source must be synth or phantoms, got {config.source!r}")
     synthetic = config.source == "synth" and not config.train_pairs
     if synthetic:
+        options = SampleOptions(config.synth_crop, config.synth_partial, config.deep_fraction)
         train_set: CropDataset | SynthDataset = SynthDataset(
-            config.samples_per_epoch, TRAIN_SEED_START, config.synth_per_head, config.seed
+            config.samples_per_epoch, TRAIN_SEED_START, config.synth_per_head, config.seed,
+            options=options,
         )
     else:
         train_stacks = load_stacks(
@@ -177,6 +195,7 @@ def fit(config: FitConfig, extra_callbacks: Sequence[Callback] = ()) -> FitResul
         lr=config.lr,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps,
+        channels_last=config.channels_last,
     )
     if config.init_from:
         from aspects_export.checkpoints import load_checkpoint, load_into
@@ -195,6 +214,8 @@ def fit(config: FitConfig, extra_callbacks: Sequence[Callback] = ()) -> FitResul
     callbacks += list(extra_callbacks)
     if config.stop_after_epochs:
         callbacks.append(StopAfterEpochs(config.stop_after_epochs))
+    if config.ema_decay > 0:
+        callbacks.append(ema_callback(config.ema_decay))
     if config.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     precision = auto_precision() if config.precision == "auto" else config.precision

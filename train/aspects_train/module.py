@@ -57,6 +57,7 @@ class SegmentationModule(L.LightningModule):
         warmup_steps: int = 50,
         dice_weight: float = 1.0,
         ce_weight: float = 1.0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -67,6 +68,8 @@ class SegmentationModule(L.LightningModule):
         from aspects_export.network import build_unet
 
         self.model = build_unet()
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
         for p in self.model.parameters():
             p.requires_grad_(True)
@@ -77,6 +80,8 @@ class SegmentationModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x float32 [N, 3, H, W] (contract-normalised) → logits [N, 11, H, W]."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
