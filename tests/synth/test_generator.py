@@ -231,7 +231,7 @@ def test_campaign_sample_options_crop_and_centre_labels(maps):
     assert torch.equal(full[0], fast[0]) and torch.equal(full[1], fast[1])
     x, y = g.training_samples(head, np.random.default_rng(2), 2, g.SampleOptions(crop=96))
     assert x.shape[-2:] == (96, 96) and y.shape[-2:] == (96, 96)
-    rows, cols = g.crop_window(np.random.default_rng(0), 96)
+    rows, _ = g.crop_window(np.random.default_rng(0), 96)
     assert rows.stop - rows.start == 96 and 0 <= rows.start <= contract.NETWORK_SIZE[0] - 96
     assert g.crop_window(np.random.default_rng(0), None) == (slice(None), slice(None))
 

@@ -22,7 +22,6 @@ from aspects_client.server_reference import (
     resize_image,
     resize_labels,
 )
-
 from aspects_synth.generator import SampleOptions
 
 from .augment import AugmentConfig, random_crop

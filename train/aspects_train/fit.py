@@ -15,9 +15,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from torch.utils.data import ConcatDataset, DataLoader
 
-from aspects_synth.recipes import TRAIN_SEED_START, VAL_SEED_START, seed_range
-
 from aspects_synth.generator import SampleOptions
+from aspects_synth.recipes import TRAIN_SEED_START, VAL_SEED_START, seed_range
 
 from .augment import AugmentConfig
 from .dataset import CropDataset, FixedDataset, SliceDataset, SynthDataset

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ class Setup:
     """One way of training: data options, heads' reuse, precision, memory format."""
 
     name: str
-    options: SampleOptions = SampleOptions()
+    options: SampleOptions = field(default_factory=SampleOptions)
     per_head: int = 4
     bf16: bool = True
     channels_last: bool = False
@@ -50,6 +50,16 @@ def _cpu(fn) -> tuple[float, object]:
     return time.process_time() - began, out
 
 
+def _step(module: SegmentationModule, opt: torch.optim.Optimizer, x: torch.Tensor,
+          y: torch.Tensor, bf16: bool) -> None:
+    """One optimiser step: forward, loss, backward, AdamW."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = module.loss(module(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def time_setup(setup: Setup, batch: int, steps: int, seed: int = 5000) -> dict:
     """CPU-seconds per training sample of ``setup``: generator, step, total."""
     module = SegmentationModule(channels_last=setup.channels_last)
@@ -60,17 +70,9 @@ def time_setup(setup: Setup, batch: int, steps: int, seed: int = 5000) -> dict:
         if k * batch % setup.per_head == 0 or not head_s:
             dt, head = _cpu(lambda k=k: Head(seed + k))
             head_s.append(dt)
-        dt, (x, y) = _cpu(lambda: training_samples(head, rng, batch, setup.options))
+        dt, (x, y) = _cpu(lambda h=head: training_samples(h, rng, batch, setup.options))
         samples_s.append(dt / batch)
-
-        def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup.bf16):
-                loss = module.loss(module(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        dt, _ = _cpu(step)
+        dt, _ = _cpu(lambda x=x, y=y: _step(module, opt, x, y, setup.bf16))
         step_s.append(dt / batch)
     warm = slice(1, None)  # the first step pays one-off costs (allocations, atlas load)
     per_sample = {
