@@ -18,10 +18,12 @@ from typing import Any
 
 import harness
 import numpy as np
-from harness import md_table, share
+from harness import md_table, median_of, share
 
 RUNTIMES = ("onnxruntime", "openvino-bf16", "openvino-f32")  # repository.CPU_RUNTIMES names
 GOAL = {True: 1.8, False: 1.0}  # unet vs ORT FP32, on a CPU with / without bf16
+OPTIONS = [("--rounds", 5), ("--passes", 3, "passes over the 16 slices per item"),
+           ("--batches", "1,4,16")]
 
 
 def timed(session: Any, images: np.ndarray, batch: int, passes: int) -> dict[str, Any]:
@@ -41,11 +43,11 @@ def measure(args: Any) -> dict[str, Any]:
     from aspects_export.repository import CPU_RUNTIMES, cpu_bf16_supported, default_cpu_runtime
     from aspects_export.triton_python_model import build_session
 
-    batches = [int(b) for b in args.batches.split(",")]  # each divides the 16 slices
-    versions = harness.package_versions(("onnxruntime", "openvino"))
-    raw: dict[str, Any] = {"machine": harness.machine_info(versions), "batches": batches,
-                           "passes": args.passes,
-                           "bf16_cpu": cpu_bf16_supported(), "default": default_cpu_runtime().name}
+    batches = harness.int_list(args.batches)  # each divides the 16 slices
+    raw: dict[str, Any] = {
+        "machine": harness.machine_info(harness.package_versions(("onnxruntime", "openvino"))),
+        "batches": batches, "passes": args.passes, "bf16_cpu": cpu_bf16_supported(),
+        "default": default_cpu_runtime().name}
     with tempfile.TemporaryDirectory(prefix="aspects-cpu-runtime-") as tmp:
         export_onnx("demo", Path(tmp), check_slices=0)
         raw["provenance"] = harness.provenance(harness.network_of("demo", Path(tmp)))
@@ -71,10 +73,9 @@ def measure(args: Any) -> dict[str, Any]:
 def derive(raw: dict[str, Any]) -> None:
     def cell(n: str, b: int) -> dict[str, float]:
         rows, base = raw["rounds"][f"{n} b{b}"], raw["rounds"][f"onnxruntime b{b}"]
-        pairs = list(zip(rows, base, strict=True))
-        return {"slices_per_s": statistics.median(r["slices_per_s"] for r in rows),
+        return {"slices_per_s": median_of(rows, "slices_per_s"),
                 "ratio_paired": statistics.median(r["slices_per_s"] / o["slices_per_s"]
-                                                  for r, o in pairs),
+                                                  for r, o in zip(rows, base, strict=True)),
                 "cpu_ms_per_slice": statistics.median(1e3 * r["cpu"]["own_cpu_s"] / r["slices"]
                                                       for r in rows)}
 
@@ -86,10 +87,10 @@ def render(raw: dict[str, Any]) -> list[str]:
     s, bs = raw["summary"], [str(b) for b in raw["batches"]]
     rows = [[f"`{n}`", *(f"{s[n][b]['slices_per_s']:.1f} ({s[n][b]['ratio_paired']:.2f}×), "
                          f"{s[n][b]['cpu_ms_per_slice']:.0f} CPU-ms" for b in bs)] for n in s]
-    dice = {n: g["mean_region_dice"] for n, g in raw["gate"].items()}
     gate = [[f"`{n}`", f"{100 * g['label_disagreement']:.3f} %",
-             f"{dice[n]['candidate']:.4f} vs {dice[n]['reference']:.4f}",
-             "passed" if g["passed"] else "FAILED"] for n, g in raw["gate"].items()]
+             f"{g['mean_region_dice']['candidate']:.4f} vs "
+             f"{g['mean_region_dice']['reference']:.4f}", "passed" if g["passed"] else "FAILED"]
+            for n, g in raw["gate"].items()]
     tenants = max(share(r) for rs in raw["rounds"].values() for r in rs)
     return [*harness.md_header("Unet step on the CPU (issue 15)", "cpu_runtime.py", raw["machine"],
                                "Unet on the CPU: runtimes (issue 15)"),
@@ -108,11 +109,7 @@ def render(raw: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = harness.cli(__doc__, harness.RESULTS / "cpu_runtime.json")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--passes", type=int, default=3, help="passes over the 16 slices per item")
-    p.add_argument("--batches", default="1,4,16")
-    args = p.parse_args(argv)
+    args = harness.cli(__doc__, harness.RESULTS / "cpu_runtime.json", OPTIONS).parse_args(argv)
     return harness.finish(args, lambda: measure(args), render, derive=derive)
 
 

@@ -26,16 +26,26 @@ from typing import Any
 
 import harness
 import numpy as np
-from harness import md_table, share
+from harness import md_table, median_of, share
 
 BUCKET = "aspects-bench"
 SIDES = ("ours", "baseline", "baseline_256")  # baseline_256: the seed's loop at 256² input
+NAMES = {"ours": "ours (AspectsClient → Triton)", "baseline": "baseline (seed, 512²)",
+         "baseline_256": "seed's loop at 256² input"}
 STAGES = {"download": "S3 download", "decode_validate": "decode + validate",
           "prepare": "preparation", "inference": "inference (wait)",
           "contours_json": "contours + JSON"}
+OPTIONS = [
+    ("--rounds", 4), ("--cpu-runtime", "auto", "the unet's CPU runtime profile (aspects-export "
+                      "repository --cpu-runtime; default: the winner on this CPU)"),
+    ("--levels", "1,2,4", "ours: concurrent volumes"), ("--baseline-levels", "1,2"),
+    ("--ours-k", 2, "volumes per thread per measurement"), ("--baseline-k", 1),
+    ("--baseline-k1", 1, "baseline k at c=1"), ("--volumes", 4, "distinct phantoms"),
+    ("--first-seed", 101), ("--quiet-threshold", 0.15), ("--quiet-wait", 10.0),
+    ("--clean-threshold", 0.20), ("--budget-s", 660.0, "no new round past this"),
+    ("--min-rounds", 2)]
 
 
-# --------------------------------------------------------------------------- workload
 def upload_phantoms(s3: Any, seeds: list[int], work: Path) -> list[dict]:
     """Write each phantom as .nii.gz, upload it, delete the file."""
     import nibabel as nib
@@ -64,6 +74,7 @@ def count_rings(doc: Any) -> int:
 
 
 def ours_one(client: Any, url: str) -> dict[str, Any]:
+    """One volume through ``AspectsClient.segment`` and its contours JSON."""
     t0 = time.perf_counter()
     result = client.segment(url)
     t1 = time.perf_counter()
@@ -110,41 +121,33 @@ def seed_segment(s3: Any, model: Any, key: str, size: int = 512) -> dict[str, An
 
     from aspects_client.server_reference import resize_labels
 
-    st = dict.fromkeys(STAGES, 0.0)
-    t_all = time.perf_counter()
+    st, t_all, labels = harness.Laps(dict.fromkeys(STAGES, 0.0)), time.perf_counter(), []
     fd, path = tempfile.mkstemp(suffix=".nii.gz")
     os.close(fd)
     try:
-        t = time.perf_counter()
-        s3.download_file(BUCKET, key, path)
-        st["download"] = time.perf_counter() - t
-        t = time.perf_counter()
-        vol = harness.seed_fdata(path)
-        st["decode_validate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        vol = np.rot90(vol)
-        st["prepare"] += time.perf_counter() - t
-        labels = []
+        with st("download"):
+            s3.download_file(BUCKET, key, path)
+        with st("decode_validate"):
+            vol = harness.seed_fdata(path)
+        with st("prepare"):
+            vol = np.rot90(vol)
         for i in range(vol.shape[2]):
-            t = time.perf_counter()
-            x = torch.from_numpy(harness.seed_input(vol[:, :, i]))[None]
-            if size != x.shape[-1]:
-                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
-            st["prepare"] += time.perf_counter() - t
-            t = time.perf_counter()
-            labels.append(resize_labels(harness.torch_labels(model, x), (512, 512))[0])
-            st["inference"] += time.perf_counter() - t
-        t = time.perf_counter()
-        text, n_contours = seed_contours(labels)
-        st["contours_json"] = time.perf_counter() - t
+            with st("prepare"):
+                x = torch.from_numpy(harness.seed_input(vol[:, :, i]))[None]
+                if size != x.shape[-1]:
+                    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
+            with st("inference"):
+                labels.append(resize_labels(harness.torch_labels(model, x), (512, 512))[0])
+        with st("contours_json"):
+            text, n_contours = seed_contours(labels)
     finally:
         os.remove(path)
-    return {"e2e_s": time.perf_counter() - t_all, "stages_s": st,
+    return {"e2e_s": time.perf_counter() - t_all, "stages_s": dict(st),
             "labelled_voxels": int(sum(int(np.count_nonzero(x)) for x in labels)),
             "contour_count": n_contours, "json_bytes": len(text)}
 
 
-def run_item(fn, jobs: list[Any], concurrency: int) -> dict[str, Any]:
+def run_item(fn: Any, jobs: list[Any], concurrency: int) -> dict[str, Any]:
     """fn(job) for every job on ``concurrency`` threads; volumes/min over the wall time."""
     gc.collect()
     t0 = time.perf_counter()
@@ -155,72 +158,71 @@ def run_item(fn, jobs: list[Any], concurrency: int) -> dict[str, Any]:
             "volumes_per_min": 60.0 * len(jobs) / wall, "per_volume": per_volume}
 
 
-# --------------------------------------------------------------------------- summary
 def stage_summary(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians and shares of end-to-end time of the stages of the volumes of ``items``."""
     vols = [v for it in items for v in it["per_volume"]]
     total = sum(v["e2e_s"] for v in vols)
     out: dict[str, Any] = {
-        "volumes": len(vols), "e2e_median_s": statistics.median(v["e2e_s"] for v in vols),
-        "stage_median_s": {k: statistics.median(v["stages_s"][k] for v in vols) for k in STAGES},
+        "volumes": len(vols), "e2e_median_s": median_of(vols, "e2e_s"),
+        "stage_median_s": {k: median_of(vols, "stages_s", k) for k in STAGES},
         # shares of end-to-end time: summed stage time / summed end-to-end time
         "stage_share": {k: sum(v["stages_s"][k] for v in vols) / total for k in STAGES},
-        "unaccounted_share": 1.0 - sum(sum(v["stages_s"].values()) for v in vols) / total,
-    }
+        "unaccounted_share": 1.0 - sum(sum(v["stages_s"].values()) for v in vols) / total}
     out["outside_inference_share"] = 1.0 - out["stage_share"]["inference"]
     out["outside_inference_share_median_per_volume"] = statistics.median(
         1.0 - v["stages_s"]["inference"] / v["e2e_s"] for v in vols)
-    out["cpu_s_per_volume_median"] = {k: statistics.median(it["cpu_s_per_volume"][k]
-                                                           for it in items)
+    out["cpu_s_per_volume_median"] = {k: median_of(items, "cpu_s_per_volume", k)
                                       for k in items[0]["cpu_s_per_volume"]}
     return out
 
 
+def level_summary(items: list[dict[str, Any]], thr: float) -> dict[str, Any]:
+    """One side at one concurrency: headline median over the clean measurements (other
+    tenants < ``thr``) when there are two, else over all; all-round figures beside."""
+    vpm = [it["volumes_per_min"] for it in items]
+    clean = [it for it in items if share(it) < thr]
+    use = clean if len(clean) >= 2 else items
+    return {"volumes_per_min_median": median_of(use, "volumes_per_min"),
+            "basis": "clean" if use is clean else "all", "rounds_used": [it["round"] for it in use],
+            "volumes_per_min_median_all_rounds": statistics.median(vpm),
+            "volumes_per_min_rounds": vpm, "clean_rounds": len(clean),
+            "foreign_share_rounds": [share(it) for it in items],
+            **stage_summary(use), "all_rounds": stage_summary(items)}
+
+
+def ratio(o: dict[str, Any], b: dict[str, Any], thr: float) -> dict[str, Any]:
+    """Ours' level ``o`` against a baseline level ``b``: medians and paired per round."""
+    return {
+        "ours_volumes_per_min": o["volumes_per_min_median"],
+        "baseline_volumes_per_min": b["volumes_per_min_median"],
+        "ratio": o["volumes_per_min_median"] / b["volumes_per_min_median"],
+        "ratio_all_rounds": o["volumes_per_min_median_all_rounds"]
+        / b["volumes_per_min_median_all_rounds"],
+        "paired_per_round": [  # same round = measured within ~2 minutes of each other
+            {"round": i, "ratio": x / y, "both_clean": max(fo, fb) < thr}
+            for i, (x, y, fo, fb) in enumerate(zip(
+                o["volumes_per_min_rounds"], b["volumes_per_min_rounds"],
+                o["foreign_share_rounds"], b["foreign_share_rounds"], strict=False))]}
+
+
 def summarise(raw: dict[str, Any]) -> dict[str, Any]:
-    """Headline figures use the CLEAN measurements (other tenants < clean_threshold of the
-    machine) when a level has at least two, else all of them; all-round medians are kept."""
+    """Every level of every side, the throughput ratios and the outside-inference shares."""
     thr = raw["settings"]["clean_threshold"]
     sides = [k for k in SIDES if raw["measurements"].get(k)]
     s: dict[str, Any] = {**{k: {} for k in sides}, "clean_threshold": thr}
     for side in sides:
-        for c, items in sorted(raw["measurements"][side].items(), key=lambda kv: int(kv[0])):
-            vpm = [it["volumes_per_min"] for it in items]
-            clean = [it for it in items if share(it) < thr]
-            use = clean if len(clean) >= 2 else items
-            s[side][c] = {
-                "volumes_per_min_median": statistics.median(it["volumes_per_min"] for it in use),
-                "basis": "clean" if use is clean else "all",
-                "rounds_used": [it["round"] for it in use],
-                "volumes_per_min_median_all_rounds": statistics.median(vpm),
-                "volumes_per_min_rounds": vpm, "clean_rounds": len(clean),
-                "foreign_share_rounds": [share(it) for it in items],
-                **stage_summary(use), "all_rounds": stage_summary(items),
-            }
+        for c, items in by_level(raw["measurements"][side]):
+            s[side][c] = level_summary(items, thr)
     ours, base = s["ours"], s["baseline"]
-
-    def ratio(co: str, cb: str, side: str = "baseline") -> dict[str, Any]:
-        o, b = ours[co], s[side][cb]
-        return {
-            "ours_volumes_per_min": o["volumes_per_min_median"],
-            "baseline_volumes_per_min": b["volumes_per_min_median"],
-            "ratio": o["volumes_per_min_median"] / b["volumes_per_min_median"],
-            "ratio_all_rounds": o["volumes_per_min_median_all_rounds"]
-            / b["volumes_per_min_median_all_rounds"],
-            "paired_per_round": [  # same round = measured within ~2 minutes of each other
-                {"round": i, "ratio": x / y, "both_clean": max(fo, fb) < thr}
-                for i, (x, y, fo, fb) in enumerate(zip(
-                    o["volumes_per_min_rounds"], b["volumes_per_min_rounds"],
-                    o["foreign_share_rounds"], b["foreign_share_rounds"], strict=False))],
-        }
-
     best_o = max(ours, key=lambda c: ours[c]["volumes_per_min_median"])
     best_b = max(base, key=lambda c: base[c]["volumes_per_min_median"])
     s["ratio"] = {"best": {"ours_concurrency": int(best_o), "baseline_concurrency": int(best_b),
-                           **ratio(best_o, best_b)},
-                  "concurrency_1": ratio("1", "1"), "goal": 3.0}
+                           **ratio(ours[best_o], base[best_b], thr)},
+                  "concurrency_1": ratio(ours["1"], base["1"], thr), "goal": 3.0}
     s["outside_inference"] = {"goal": 0.10, **{f"ours_c{c}": ours[c]["outside_inference_share"]
                                                for c in ours}}
     if "baseline_256" in s:  # the seed's loop at the contract's input: the runtime's share
-        s["ratio"]["baseline_256_c1"] = ratio("1", "1", "baseline_256")
+        s["ratio"]["baseline_256_c1"] = ratio(ours["1"], s["baseline_256"]["1"], thr)
     return s
 
 
@@ -241,7 +243,6 @@ def notes(raw: dict[str, Any]) -> list[str]:
     ]
 
 
-# --------------------------------------------------------------------------- report
 def write_plot(raw: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -264,7 +265,7 @@ def write_plot(raw: dict[str, Any], path: Path) -> None:
                    if i == 0 else None)
     ax.plot(cs, med, "o-", color="tab:blue", lw=2,
             label="ours: AspectsClient → Triton CPU ensemble (median of clean rounds)")
-    for i, (c, b) in enumerate(sorted(s["baseline"].items(), key=lambda kv: int(kv[0]))):
+    for i, (c, b) in enumerate(by_level(s["baseline"])):
         ax.axhline(b["volumes_per_min_median"], color=("tab:red", "tab:orange")[i % 2], ls="--",
                    label=f"baseline (seed service), {c} concurrent: "
                    f"{b['volumes_per_min_median']:.2f} (median of clean rounds)")
@@ -286,24 +287,18 @@ def write_plot(raw: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def by_level(side: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def by_level(side: dict[str, Any]) -> list[tuple[str, Any]]:
     return sorted(side.items(), key=lambda kv: int(kv[0]))
 
 
-def render_markdown(raw: dict[str, Any]) -> list[str]:
-    s, m, st, vols = raw["summary"], raw["machine"], raw["settings"], raw["volumes"]
-    b, one = s["ratio"]["best"], s["ratio"]["concurrency_1"]
-    names = {"ours": "ours (AspectsClient → Triton)", "baseline": "baseline (seed, 512²)",
-             "baseline_256": "seed's loop at 256² input"}
+def _mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def _tables(s: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
+    """Rows of the throughput, stage and CPU tables: one per side and level."""
     levels = [(side, c, e) for side in SIDES if side in s for c, e in by_level(s[side])]
-
-    def paired(rows: list[dict[str, Any]]) -> str:
-        return ", ".join(f"{r['ratio']:.2f}{'*' if r['both_clean'] else ''}" for r in rows)
-
-    def mark(ok: bool) -> str:
-        return "✓" if ok else "✗"
-
-    throughput = [[names[side], c, f"**{e['volumes_per_min_median']:.2f}** ({e['basis']}, rounds "
+    throughput = [[NAMES[side], c, f"**{e['volumes_per_min_median']:.2f}** ({e['basis']}, rounds "
                    f"{', '.join(str(x + 1) for x in e['rounds_used'])})",
                    f"{e['volumes_per_min_median_all_rounds']:.2f}",
                    ", ".join(f"{v:.2f}" for v in e["volumes_per_min_rounds"]),
@@ -312,40 +307,54 @@ def render_markdown(raw: dict[str, Any]) -> list[str]:
     stages = [[side, c, f"{e['e2e_median_s']:.2f} s",
                *(f"{e['stage_median_s'][k]:.2f} s ({100 * e['stage_share'][k]:.1f} %)"
                  for k in STAGES), f"**{100 * e['outside_inference_share']:.1f} %**"
-               + (f" {mark(e['outside_inference_share'] <= 0.10)}" if side == "ours" else "")]
+               + (f" {_mark(e['outside_inference_share'] <= 0.10)}" if side == "ours" else "")]
               for side, c, e in levels]
-    cpu = []
-    for side, c, e in levels:
-        v = e["cpu_s_per_volume_median"]
-        cpu.append([side, c, *(f"{v[k]:.2f}" for k in ("client", "triton", "seaweedfs")),
-                    f"{100 * v['client'] / (sum(v.values()) or 1.0):.0f} %"])
-    L = [
-        *harness.md_header("End-to-end benchmark (issues 5, 15)", "end_to_end.py", m,
-                           "End to end (issues 5, 15)"),
+    cpu = [[side, c, *(f"{v[k]:.2f}" for k in ("client", "triton", "seaweedfs")),
+            f"{100 * v['client'] / (sum(v.values()) or 1.0):.0f} %"]
+           for side, c, e in levels for v in [e["cpu_s_per_volume_median"]]]
+    return throughput, stages, cpu
+
+
+def _intro(raw: dict[str, Any]) -> list[str]:
+    s, st, vols = raw["summary"], raw["settings"], raw["volumes"]
+    return [
+        *harness.md_header("End-to-end benchmark (issues 5, 15)", "end_to_end.py",
+                           raw["machine"], "End to end (issues 5, 15)"),
         f"**Checkpoint: {raw['checkpoint']}.** Ours: the unet on the CPU runtime profile "
         f"**`{raw['cpu_runtime']}`** (`aspects-export repository --cpu-runtime`; gate: "
         f"{raw['numeric_gate']}); preprocess/postprocess on onnxruntime FP32. Baseline: the "
         "seed's service with the same weights at the seed's 512² input; `baseline_256` is the "
         "same loop at the contract's 256² input (what the 256² choice alone gives).", "",
         f"Volumes: {len(vols)} phantoms (seeds {', '.join(str(v['seed']) for v in vols)}), "
-        f"512×512×20 float32 `.nii.gz` ({statistics.median(v['bytes'] for v in vols) / 1e6:.1f}"
+        f"512×512×20 float32 `.nii.gz` ({median_of(vols, 'bytes') / 1e6:.1f}"
         f" MB each) in SeaweedFS; a measurement segments k × c volumes on c threads (ours k = "
         f"{st['ours_k']}, baseline k = {st['baseline_k']}); {st['rounds']} interleaved rounds; "
         "**headline medians over the clean measurements** (other tenants < "
         f"{100 * s['clean_threshold']:.0f} %) where a level has two, all-round medians beside.",
-        "",
-        "## Throughput", "",
+        ""]
+
+
+def render_markdown(raw: dict[str, Any]) -> list[str]:
+    s = raw["summary"]
+    b, one, goal = s["ratio"]["best"], s["ratio"]["concurrency_1"], s["ratio"]["goal"]
+    throughput, stages, cpu = _tables(s)
+
+    def paired(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['ratio']:.2f}{'*' if r['both_clean'] else ''}" for r in rows)
+
+    return [
+        *_intro(raw), "## Throughput", "",
         *md_table(["side", "concurrent volumes", "volumes/min (headline median)",
                    "all-round median", "per round", "other tenants per round",
                    "median end-to-end latency"], throughput), "",
         f"- **Ratio at the best concurrency of each** (ours c={b['ours_concurrency']}, "
         f"baseline c={b['baseline_concurrency']}): **{b['ratio']:.2f}×** "
-        f"{mark(b['ratio'] >= s['ratio']['goal'])} (goal ≥ 3×); all-round medians "
+        f"{_mark(b['ratio'] >= goal)} (goal ≥ 3×); all-round medians "
         f"{b['ratio_all_rounds']:.2f}×; paired per round (* = both measurements clean): "
         f"{paired(b['paired_per_round'])}.",
-        f"- **Ratio at concurrency 1**: **{one['ratio']:.2f}×** "
-        f"{mark(one['ratio'] >= s['ratio']['goal'])}; all-round medians "
-        f"{one['ratio_all_rounds']:.2f}×; paired per round: {paired(one['paired_per_round'])}.",
+        f"- **Ratio at concurrency 1**: **{one['ratio']:.2f}×** {_mark(one['ratio'] >= goal)}; "
+        f"all-round medians {one['ratio_all_rounds']:.2f}×; paired per round: "
+        f"{paired(one['paired_per_round'])}.",
         *([f"- Ratio at concurrency 1 vs the seed's loop at 256²: "
            f"**{s['ratio']['baseline_256_c1']['ratio']:.2f}×**."] if "baseline_256" in s else []),
         "", "![throughput vs concurrent volumes](end_to_end.png)", "",
@@ -357,13 +366,10 @@ def render_markdown(raw: dict[str, Any]) -> list[str]:
         "CPU seconds per volume (median over rounds): this process (for the baseline, torch "
         "too), tritonserver's process group and SeaweedFS:", "",
         *md_table(["side", "c", "client", "triton", "seaweedfs", "client share of our CPU"], cpu),
-        "",
-    ]
-    return [*L, "## Notes", "", *(f"- {n}" for n in raw.get("notes", [])),
-            "- GPU figures are **not measured** here (no GPU on this machine)."]
+        "", "## Notes", "", *(f"- {n}" for n in raw.get("notes", [])),
+        "- GPU figures are **not measured** here (no GPU on this machine)."]
 
 
-# --------------------------------------------------------------------------- main
 def machine_info() -> dict[str, Any]:
     import subprocess
 
@@ -385,88 +391,99 @@ def machine_info() -> dict[str, Any]:
     return harness.machine_info(versions)
 
 
-def measure(args: Any) -> dict[str, Any]:
-    import boto3
-    import botocore.config
-    import torch
-    from aspects_devkit.stack import LocalStack
-
-    from aspects_client.client import AspectsClient
-    from aspects_export.checkpoints import load_model
+def serve_demo(raw: dict[str, Any], work: Path, cpu_runtime: str) -> Path:
+    """Export the demo weights, write the CPU repository (the unet on ``cpu_runtime``) and
+    record its provenance and gate in ``raw``; returns the repository."""
     from aspects_export.pipeline import export_onnx
     from aspects_export.repository import parse_config, resolve_cpu_runtime, write_repository
 
-    levels = [int(x) for x in args.levels.split(",")]
-    base_levels = [int(x) for x in args.baseline_levels.split(",")]
+    t = time.perf_counter()
+    export_onnx("demo", work / "onnx", check_slices=0)
+    raw["provenance"] = harness.provenance(harness.network_of("demo", work / "onnx"))
+    runtime = resolve_cpu_runtime(cpu_runtime)
+    repo = write_repository(work / "onnx", work / "model_repository", "cpu",
+                            cpu_runtime=runtime, progress=harness.log)
+    unet = parse_config(repo / "unet" / "config.pbtxt").parameters
+    raw["cpu_runtime"], raw["numeric_gate"] = runtime.name, unet["numeric_gate"].string_value
+    raw["setup_s"] = {"export_and_gate_s": time.perf_counter() - t}
+    return repo
+
+
+def run_sides(raw: dict[str, Any], args: Any, stack: Any, model: Any, work: Path,
+              began: float) -> None:
+    """Upload the phantoms, warm up, and run every side and level in interleaved rounds."""
+    import boto3
+    import botocore.config
+    import torch
+
+    from aspects_client.client import AspectsClient
+
+    s3srv = stack.s3
+    boto = boto3.client("s3", endpoint_url=s3srv.endpoint_url, **s3srv.credentials,
+                        config=botocore.config.Config(s3={"addressing_style": "path"}))
+    t = time.perf_counter()
+    vols = raw["volumes"] = upload_phantoms(
+        boto, list(range(args.first_seed, args.first_seed + args.volumes)), work)
+    raw["setup_s"] = {**raw.pop("setup_s"), "phantoms_upload_s": time.perf_counter() - t}
+    client = AspectsClient(stack.grpc_url, s3=stack.s3_settings(), overlay=False)
+    meter = harness.CpuMeter(triton=stack.triton.pid, seaweedfs=s3srv.pid)
+    cycle = itertools.cycle(vols)  # measurements take the next k × c volumes
+    harness.log("warm-up: one volume through ours, two slices through the torch model")
+    t = time.perf_counter()
+    raw["warmup"] = {"ours": ours_one(client, vols[0]["url"])}
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.zeros(1, 3, 512, 512))
+    raw["warmup"]["seconds"] = time.perf_counter() - t
+
+    def item(side: str, c: int) -> Any:
+        if side == "ours":
+            return lambda: run_item(lambda u: ours_one(client, u),
+                                    [next(cycle)["url"] for _ in range(args.ours_k * c)], c)
+        k, size = (args.baseline_k1, 256) if side == "baseline_256" else (
+            args.baseline_k1 if c == 1 else args.baseline_k, 512)
+        return lambda: run_item(lambda key: seed_segment(boto, model, key, size),
+                                [next(cycle)["key"] for _ in range(k * c)], c)
+
+    levels = {side: list(raw["measurements"][side]) for side in SIDES[:2]} | {"baseline_256": [1]}
+    done = harness.run_rounds(
+        {f"{side} c={c}": item(side, int(c)) for side, cs in levels.items() for c in cs},
+        args.rounds, meter, quiet=args.quiet_threshold, max_wait_s=args.quiet_wait,
+        budget_s=args.budget_s - (time.perf_counter() - began), min_rounds=args.min_rounds,
+        say=lambda r: f"{r['volumes_per_min']:.2f} vol/min")
+    for name, results in done.items():
+        side, c = name.split(" c=")
+        for res in results:
+            res["cpu_s_per_volume"] = {k: res["cpu"][f"{k}_cpu_s"] / res["volumes"]
+                                       for k in ("client", *meter.groups)}
+        raw["measurements"][side][c] = results
+    raw["rounds_run"] = len(done[next(iter(done))])
+    client.close()
+
+
+def measure(args: Any) -> dict[str, Any]:
+    import torch
+    from aspects_devkit.stack import LocalStack
+
+    from aspects_export.checkpoints import load_model
+
+    levels, base_levels = harness.int_list(args.levels), harness.int_list(args.baseline_levels)
     began = time.perf_counter()
     raw: dict[str, Any] = {
-        "machine": machine_info(),
-        "checkpoint": "demo",
+        "machine": machine_info(), "checkpoint": "demo",
         "settings": {"rounds": args.rounds, "levels": levels, "baseline_levels": base_levels,
                      "ours_k": args.ours_k, "baseline_k": args.baseline_k,
                      "baseline_k1": args.baseline_k1, "quiet_threshold": args.quiet_threshold,
                      "clean_threshold": args.clean_threshold,
                      "client": "AspectsClient(overlay=False), one client shared by all threads"},
         "measurements": {"ours": {str(c): [] for c in levels},
-                         "baseline": {str(c): [] for c in base_levels}, "baseline_256": {}},
-    }
+                         "baseline": {str(c): [] for c in base_levels}, "baseline_256": {}}}
     work = Path(tempfile.mkdtemp(prefix="aspects-e2e-"))
     try:
-        t = time.perf_counter()
-        export_onnx("demo", work / "onnx", check_slices=0)
-        raw["provenance"] = harness.provenance(harness.network_of("demo", work / "onnx"))
-        runtime = resolve_cpu_runtime(args.cpu_runtime)
-        repo = write_repository(work / "onnx", work / "model_repository", "cpu",
-                                cpu_runtime=runtime, progress=harness.log)
-        unet = parse_config(repo / "unet" / "config.pbtxt").parameters
-        raw["cpu_runtime"], raw["numeric_gate"] = runtime.name, unet["numeric_gate"].string_value
-        setup_s = {"export_and_gate_s": time.perf_counter() - t}
+        repo = serve_demo(raw, work, args.cpu_runtime)
         model = load_model("demo")[0]  # the same weights, eval mode
         with LocalStack(work, repository=repo, s3=True) as stack:
-            s3srv = stack.s3
-            boto = boto3.client("s3", endpoint_url=s3srv.endpoint_url, **s3srv.credentials,
-                                config=botocore.config.Config(s3={"addressing_style": "path"}))
-            t = time.perf_counter()
-            seeds = list(range(args.first_seed, args.first_seed + args.volumes))
-            vols = upload_phantoms(boto, seeds, work)
-            raw["volumes"] = vols
-            raw["setup_s"] = {**setup_s, "phantoms_upload_s": time.perf_counter() - t}
-            client = AspectsClient(stack.grpc_url, s3=stack.s3_settings(), overlay=False)
-            meter = harness.CpuMeter(triton=stack.triton.pid, seaweedfs=s3srv.pid)
-            cycle = itertools.cycle(vols)  # measurements take the next k × c volumes
-            harness.log("warm-up: one volume through ours, two slices through the torch model")
-            t = time.perf_counter()
-            raw["warmup"] = {"ours": ours_one(client, vols[0]["url"])}
-            with torch.no_grad():
-                for _ in range(2):
-                    model(torch.zeros(1, 3, 512, 512))
-            raw["warmup"]["seconds"] = time.perf_counter() - t
-
-            def item(side: str, c: int) -> Any:
-                if side == "ours":
-                    return lambda: run_item(lambda u: ours_one(client, u),
-                                            [next(cycle)["url"] for _ in range(args.ours_k * c)], c)
-                k, size = args.baseline_k1 if c == 1 else args.baseline_k, 512
-                if side == "baseline_256":
-                    k, size = args.baseline_k1, 256
-                return lambda: run_item(lambda key: seed_segment(boto, model, key, size),
-                                        [next(cycle)["key"] for _ in range(k * c)], c)
-
-            jobs = {f"{side} c={c}": item(side, c) for side, levels_ in (
-                ("ours", levels), ("baseline", base_levels), ("baseline_256", [1]))
-                for c in levels_}
-            done = harness.run_rounds(
-                jobs, args.rounds, meter, quiet=args.quiet_threshold, max_wait_s=args.quiet_wait,
-                budget_s=args.budget_s - (time.perf_counter() - began),
-                min_rounds=args.min_rounds, say=lambda r: f"{r['volumes_per_min']:.2f} vol/min")
-            for name, results in done.items():
-                side, c = name.split(" c=")
-                for res in results:
-                    res["cpu_s_per_volume"] = {k: res["cpu"][f"{k}_cpu_s"] / res["volumes"]
-                                               for k in ("client", *meter.groups)}
-                raw["measurements"][side][c] = results
-            raw["rounds_run"] = len(done[next(iter(done))])
-            client.close()
+            run_sides(raw, args, stack, model, work, began)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     raw["total_s"] = time.perf_counter() - began
@@ -474,28 +491,13 @@ def measure(args: Any) -> dict[str, Any]:
     return raw
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = harness.cli(__doc__, harness.RESULTS / "end_to_end.json")
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--cpu-runtime", default="auto", help="the unet's CPU runtime profile "
-                   "(aspects-export repository --cpu-runtime; default: the winner on this CPU)")
-    p.add_argument("--levels", default="1,2,4", help="ours: concurrent volumes")
-    p.add_argument("--baseline-levels", default="1,2")
-    p.add_argument("--ours-k", type=int, default=2, help="volumes per thread per measurement")
-    p.add_argument("--baseline-k", type=int, default=1)
-    p.add_argument("--baseline-k1", type=int, default=1, help="baseline k at c=1")
-    p.add_argument("--volumes", type=int, default=4, help="distinct phantoms")
-    p.add_argument("--first-seed", type=int, default=101)
-    p.add_argument("--quiet-threshold", type=float, default=0.15)
-    p.add_argument("--quiet-wait", type=float, default=10.0)
-    p.add_argument("--clean-threshold", type=float, default=0.20)
-    p.add_argument("--budget-s", type=float, default=660.0, help="no new round past this")
-    p.add_argument("--min-rounds", type=int, default=2)
-    args = p.parse_args(argv)
-    def derive(raw: dict[str, Any]) -> None:
-        raw["summary"] = summarise(raw)
-        raw["notes"] = notes(raw)
+def derive(raw: dict[str, Any]) -> None:
+    raw["summary"] = summarise(raw)
+    raw["notes"] = notes(raw)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = harness.cli(__doc__, harness.RESULTS / "end_to_end.json", OPTIONS).parse_args(argv)
     return harness.finish(args, lambda: measure(args), render_markdown, indent=1,
                           default=float, derive=derive, plot=write_plot)
 

@@ -1,14 +1,9 @@
 """GPU check (issue 15): the unet's TensorRT FP16 slices/s at batch 1/8/16 and the engine's label
 agreement with ONNX Runtime, in one command on a GPU host; elsewhere every row "not measured".
 
-The unet runs at the contract's network input (``contract.NETWORK_SIZE``, 256²): clients send
-512² native slices and the ensemble's preprocess resizes them before the unet, so this is the
-throughput the ensemble's unet step sees for 512² slices.  Export (``aspects_export.pipeline``)
-→ engine build + label check (``pipeline.build_tensorrt``, phantom slices of the checkpoint) →
-timing with the TensorRT Python API (torch CUDA tensors, CUDA events), or with onnxruntime's
-TensorrtExecutionProvider when ``tensorrt`` is not importable; ONNX Runtime's
-CUDAExecutionProvider (FP32) is the same-run baseline when present.  Warm-up, then the median
-of ``--rounds`` rounds of ``--iters`` batches each.
+At the contract's network input (256²); TensorRT Python API, or onnxruntime's TensorRT EP when
+``tensorrt`` is not importable; ONNX Runtime CUDA FP32 as the same-run baseline (method in
+benchmarks/README.md, "GPU check").
 
     .venv/bin/python benchmarks/gpu_check.py [--checkpoint demo]   # -> results/gpu_check.{json,md}
 """
@@ -27,8 +22,15 @@ from typing import Any
 import harness
 import numpy as np
 
+from aspects_client import contract
+from aspects_client import server_reference as ref
+
 BATCHES = (1, 8, 16)
 NOT_MEASURED = "not measured"
+OPTIONS = [("--checkpoint", "demo", "checkpoint to export (default demo)"),
+           ("--warmup", 10, "warm-up batches per batch size"),
+           ("--rounds", 5, "timed rounds (median reported)"),
+           ("--iters", 20, "batches per timed round")]
 
 
 def gpu_backend() -> tuple[str | None, str]:
@@ -78,8 +80,6 @@ def trt_steps(engine_path: Path, image: np.ndarray) -> tuple[dict, Any]:
     import tensorrt as trt
     import torch
 
-    from aspects_client import contract
-
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
         engine_path.read_bytes())
     stream, steps = torch.cuda.Stream(), {}
@@ -100,8 +100,6 @@ def ort_steps(onnx_path: Path, image: np.ndarray, provider: str) -> tuple[dict, 
     GPU (io_binding), so no host copies are timed; ``run_with_iobinding`` synchronises."""
     import onnxruntime as ort
 
-    from aspects_client import contract
-
     opts = {"trt_fp16_enable": True} if provider == "TensorrtExecutionProvider" else {}
     sess = ort.InferenceSession(str(onnx_path), providers=[(provider, opts)])
     steps = {}
@@ -118,8 +116,6 @@ def ort_trt_agreement(onnx_path: Path, slices: np.ndarray, source: str) -> dict:
     """Label agreement of onnxruntime's TensorRT EP (FP16) with its CPU EP (FP32)."""
     import onnxruntime as ort
 
-    from aspects_client import contract
-    from aspects_client import server_reference as ref
     from aspects_export.tensorrt_build import MIN_LABEL_AGREEMENT
 
     image = ref.network_input(ref.context_stacks(slices))
@@ -145,13 +141,10 @@ def measure(args: Any) -> dict[str, Any]:
         "ort_cuda_fp32": {str(b): {"status": NOT_MEASURED, "reason": how} for b in BATCHES},
         "label_agreement": {"status": NOT_MEASURED, "reason": how},
     }
-    from aspects_client import contract
-
     result["network_input"] = [contract.NETWORK_CHANNELS, *contract.NETWORK_SIZE]
     if backend is None:
         harness.log(f"not measured: {how}")
         return result
-    from aspects_client import server_reference as ref
     from aspects_export import numeric_check, pipeline
 
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
@@ -221,12 +214,7 @@ def render(r: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = harness.cli(__doc__ or "", harness.RESULTS / "gpu_check.json")
-    p.add_argument("--checkpoint", default="demo", help="checkpoint to export (default demo)")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up batches per batch size")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds (median reported)")
-    p.add_argument("--iters", type=int, default=20, help="batches per timed round")
-    args = p.parse_args(argv)
+    args = harness.cli(__doc__ or "", harness.RESULTS / "gpu_check.json", OPTIONS).parse_args(argv)
     return harness.finish(args, lambda: measure(args), render)
 
 

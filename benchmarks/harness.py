@@ -1,7 +1,7 @@
-"""What every benchmark script shares: machine and package info, the CPU meter (other tenants'
-share, quiet windows), interleaved rounds, the local servers (through ``aspects_devkit.stack``),
-the seed's way of preparing slices (the baseline), the phantom workload, and JSON + Markdown
-output (``md_table``: every table of every result file goes through it).
+"""What every benchmark script shares: the command line (options as data), machine and package
+info, provenance, timing, the CPU meter (other tenants' share, quiet windows), interleaved
+rounds, the phantom workload, the seed's way of preparing slices (the baseline), and JSON +
+Markdown output (``md_table``: every table of every result file).
 
 A script is run as ``.venv/bin/python benchmarks/NAME.py``, which puts ``benchmarks/`` on
 ``sys.path``, so ``import harness`` works; ``perf_analyzer/*.py`` add it themselves.
@@ -10,15 +10,18 @@ A script is run as ``.venv/bin/python benchmarks/NAME.py``, which puts ``benchma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata as md
 import json
+import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +34,18 @@ PHANTOM_SEED = 3
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+Option = tuple[Any, ...]  # (flag, default[, help]): the type from the default, False a switch
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# --------------------------------------------------------------------------- command line
-def cli(doc: str, out: Path | None = None, report: bool = True) -> argparse.ArgumentParser:
+def cli(doc: str, out: Path | None = None, options: Iterable[Option] = (),
+        report: bool = True) -> argparse.ArgumentParser:
     """The parser every script starts from: its docstring, ``-o/--out/--output`` (dest
-    ``out``) and ``--report-only`` (re-render the Markdown from the JSON; no measurement)."""
+    ``out``), ``--report-only`` (re-render the Markdown from the JSON; no measurement) and
+    ``options``, rows of (flag, default[, help]): typed by the default, ``False``: a switch."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     if out is not None:
         p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=out,
@@ -48,18 +53,23 @@ def cli(doc: str, out: Path | None = None, report: bool = True) -> argparse.Argu
     if out is not None and report:
         p.add_argument("--report-only", action="store_true",
                        help="re-render the Markdown (and plot) from --out's JSON; no run")
+    for flag, default, *text in options:
+        kind = ({"action": "store_true"} if default is False
+                else {"type": type(default), "default": default})
+        p.add_argument(flag, help=text[0] if text else None, **kind)
     return p
 
 
-# --------------------------------------------------------------------------- machine
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere)."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return "unknown"
 
 
@@ -115,15 +125,13 @@ def server_env_versions(venv: Path = SERVER_VENV) -> dict[str, str]:
     }
 
 
-# --------------------------------------------------------------------------- provenance
 def git_commit(root: Path = ROOT) -> str:
     """HEAD's hash, with ``-dirty`` when tracked files differ from it ("unknown" outside git)."""
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               check=True).stdout.strip()
+        head, dirty = (subprocess.run(["git", "-C", str(root), *cmd], capture_output=True,
+                                      text=True, check=True).stdout.strip()
+                       for cmd in (["rev-parse", "HEAD"],
+                                   ["status", "--porcelain", "--untracked-files=no"]))
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
@@ -143,19 +151,15 @@ def network_of(checkpoint: str, onnx_dir: Path | None = None) -> dict[str, Any]:
 
     weights = None if checkpoint == UNTRAINED_SPEC else (
         demo_weights_path() if checkpoint == DEMO_SPEC else Path(checkpoint))
-    onnx = None if onnx_dir is None else onnx_dir / "unet.onnx"
-    return {
-        "checkpoint": checkpoint,
-        "weights_sha256": sha256_of(weights) if weights is not None else None,
-        "unet_onnx_sha256": sha256_of(onnx) if onnx is not None else None,
-    }
+    return {"checkpoint": checkpoint,
+            "weights_sha256": sha256_of(weights) if weights is not None else None,
+            "unet_onnx_sha256": sha256_of(onnx_dir / "unet.onnx") if onnx_dir else None}
 
 
 def provenance(network: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``provenance`` object every result file carries: the commit measured, the
-    contract version and the network (``network_of``; None for a figure of no network, e.g.
-    the client's preparation).  ``report.py`` marks a result whose contract or network is
-    not today's as stale."""
+    """The ``provenance`` of every result file: the commit measured, the contract version and
+    the network (``network_of``; None for a figure of no network, e.g. the client's
+    preparation).  ``report.py`` marks a result whose contract or network is not today's."""
     from aspects_client import contract
 
     return {"commit": git_commit(), "contract_version": contract.CONTRACT_VERSION,
@@ -187,7 +191,40 @@ def stale_reason(result: dict[str, Any], today: dict[str, Any] | None = None) ->
     return None
 
 
-# --------------------------------------------------------------------------- CPU accounting
+class Laps(dict):
+    """Seconds per named step: ``with laps("decode"): ...`` adds the block's time to it."""
+
+    @contextlib.contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[key] = self.get(key, 0.0) + time.perf_counter() - t
+
+
+def seconds(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def median_of(rows: Iterable[Any], *path: Any) -> float:
+    """The median of ``row[path[0]][path[1]]...`` over ``rows``."""
+
+    def dig(row: Any) -> Any:
+        for key in path:
+            row = row[key]
+        return row
+
+    return statistics.median(map(dig, rows))
+
+
+def fmt(value: float | None, spec: str = ".3f", none: str = "–") -> str:
+    """``value`` formatted by ``spec``; ``none`` for None, NaN or infinity."""
+    return none if value is None or not math.isfinite(value) else format(value, spec)
+
+
 def proc_ticks(pid: int) -> int:
     """utime + stime of a process (all its threads), in clock ticks; 0 once it is gone."""
     try:
@@ -304,20 +341,6 @@ def share(row: dict[str, Any]) -> float:
     return row["cpu"]["foreign_share_of_machine"]
 
 
-# --------------------------------------------------------------------------- servers, data
-def export_repository(work: Path, checkpoint: str | None = "untrained",
-                      oracle: bool = False) -> tuple[Path, Path, dict[str, float]]:
-    """ONNX graphs + generated CPU repository (``aspects_devkit.stack``) in ``work``; returns
-    (onnx_dir, repository, seconds); serve it with ``LocalStack(work, repository=...)``."""
-    from aspects_devkit.stack import cpu_repository, export_onnx_dir
-
-    t0 = time.perf_counter()
-    onnx_dir, _ = export_onnx_dir(work / "onnx", checkpoint=checkpoint, oracle=oracle)
-    t1 = time.perf_counter()
-    repo = cpu_repository(onnx_dir, work / "model_repository")
-    return onnx_dir, repo, {"onnx_export_s": t1 - t0, "repository_s": time.perf_counter() - t1}
-
-
 def phantom_stacks(seed: int = PHANTOM_SEED) -> np.ndarray:
     """The 2.5D stacks uint8 [20, 3, 512, 512] of ``make_phantom(seed)``'s slices, windowed
     and oriented by the client (``load_volume`` + ``prepare``): what the client sends."""
@@ -351,7 +374,6 @@ def infer(client: Any, model: str, inputs: dict[str, np.ndarray],
     return {o: result.as_numpy(o) for o in outputs}
 
 
-# --------------------------------------------------------------------------- the seed's way
 def seed_fdata(path: Path | str) -> np.ndarray:
     """The seed's read: ``nib.load(path).get_fdata()`` (float64)."""
     import nibabel as nib
@@ -392,7 +414,6 @@ def torch_labels(model: Any, x: Any, min_area: bool = False) -> np.ndarray:
     return labels.to(torch.uint8).numpy()
 
 
-# --------------------------------------------------------------------------- output
 def md_row(cells: Iterable[Any]) -> str:
     return "|" + "|".join(f" {c} " if str(c) else " " for c in cells) + "|"
 

@@ -1,24 +1,22 @@
-"""Input-size decision (issue 11): what 256² costs in accuracy and saves in compute vs 512².
+"""Input-size decision (issue 11): what 256² costs in accuracy and saves in compute vs 512²:
+the resolution ceiling (exact labels → N² → back, Dice) and the UNet's forward and training
+step at N² vs 512² (PyTorch CPU, one thread, sizes interleaved; benchmarks/README.md).
 
-* Resolution ceiling: exact phantom labels (512² native) → nearest to N² → nearest back
-  (the contract's label resize), Dice against the original: the best any network at N² can do.
-* Compute: the contract UNet's CPU forward time (PyTorch, one thread: the other core may be
-  busy) at N², and a training step (forward + backward, batch 4) at N², as ratios against
-  512² in the same run (sizes interleaved over 3 rounds; medians).
-
-Writes ``benchmarks/results/input_size.json``.  Run: ``.venv/bin/python benchmarks/input_size.py``.
+    .venv/bin/python benchmarks/input_size.py    # -> results/input_size.json
 """
 
 from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import harness
 import numpy as np
+from harness import seconds
 
 SIZES = (512, 384, 256, 192)
+OPTIONS = [("--phantoms", 3, "phantoms for the ceiling"),
+           ("--rounds", 3, "interleaved timing rounds")]
 
 
 def roundtrip(labels: np.ndarray, n: int) -> np.ndarray:
@@ -30,17 +28,9 @@ def roundtrip(labels: np.ndarray, n: int) -> np.ndarray:
     return small[:, nearest_indices(n, h)][:, :, nearest_indices(n, w)]
 
 
-def seconds(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = harness.cli(__doc__, harness.RESULTS / "input_size.json", report=False)
-    p.add_argument("--phantoms", type=int, default=3, help="phantoms for the ceiling")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
-    args = p.parse_args(argv)
+    args = harness.cli(__doc__, harness.RESULTS / "input_size.json", OPTIONS,
+                       report=False).parse_args(argv)
     import torch
 
     from aspects_export.dice import class_counts, region_dice

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import md_table
+from harness import fmt, md_table
 
 README = harness.ROOT / "benchmarks" / "README.md"
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n).*?(<!-- /table:\2 -->)", re.S)
@@ -104,16 +104,12 @@ def perf_analyzer(results: Path) -> list[str]:
 def end_to_end(results: Path) -> list[str]:
     r = _load(results, "end_to_end")
     s, ratio = r["summary"], r["summary"]["ratio"]
-    projected = s.get("true_labels", {}).get("projected_c1", {})
     rows = []
     for side in ("ours", "baseline"):
         for c, e in sorted(s[side].items(), key=lambda kv: int(kv[0])):
             out = f"{100 * e['outside_inference_share']:.1f} %"
             if side == "ours" and c == "1":
                 out = f"**{out}** {'✓' if e['outside_inference_share'] <= 0.10 else '✗'}"
-                if projected:
-                    out += (f" ({100 * projected['ours_outside_inference_share']:.1f} % "
-                            "projected with true labels)")
             what = "concurrent volume" if side == "ours" and c == "1" else "concurrent"
             rows.append([f"{side}, {c} {what}", f"{e['volumes_per_min_median']:.2f}",
                          f"{e['e2e_median_s']:.1f} s", out])
@@ -138,16 +134,12 @@ def accuracy(results: Path) -> list[str]:
     ablation = _load(results, "accuracy_no_context") if (
         results / "accuracy_no_context.json").is_file() else {"goals": []}
     without = {g["goal"]: g["value"] for g in ablation["goals"]}
-
-    def f(value: float | None) -> str:
-        return "–" if value is None else f"{value:.3f}"
-
-    rows = [[g["goal"].replace("|", "\\|"), g["target"], f"**{f(g['value'])}**",
+    rows = [[g["goal"].replace("|", "\\|"), g["target"], f"**{fmt(g['value'])}**",
              {True: "met", False: "missed", None: "not run"}[g["met"]],
-             f(without.get(g["goal"]))] for g in r["goals"]]
+             fmt(without.get(g["goal"]))] for g in r["goals"]]
     if r.get("real"):
         rows.append(["reference check: the registration vs the T1 head's exact labels", "",
-                     f(r["real"]["t1_head"]["registration_vs_exact"]["mean_region_side"]),
+                     fmt(r["real"]["t1_head"]["registration_vs_exact"]["mean_region_side"]),
                      "", ""])
     ck = r["checkpoint"]
     return [f"Latest figures ([`results/accuracy.md`](results/accuracy.md), `{ck['spec']}` "

@@ -1,15 +1,8 @@
 """ASPECTS score accuracy (issue 14) on held-out synthetic lesion cases, through the real
-Triton ensemble with the demo weights.
+Triton ensemble with the demo weights; the truth applies the client's rule to the EXACT masks,
+each region x side of each case is one decision (method in benchmarks/README.md).
 
-Each case (``aspects_synth.lesion_cases``, seeds from ``SCORE_SEED_START``): a b1000 DWI and
-an ADC map of the same head (half of them on another grid), 0–4 lesion blobs inside
-arterial territories, with exact classes, hemispheres and lesion mask.  The truth applies the
-client's own rule (``lesions.involvement`` + ``aspects_score``) to the EXACT masks; the
-prediction is what ``aspects segment --adc`` (and ``--score`` without ADC) returns.  Region
-level: every region x side of every case is one decision (affected or not).
-
-Writes ``benchmarks/results/scoring.{json,md}``.  Run:
-``.venv/bin/python benchmarks/scoring.py [--cases 40]``.
+    .venv/bin/python benchmarks/scoring.py [--cases 40]    # -> results/scoring.{json,md}
 """
 
 from __future__ import annotations
@@ -32,7 +25,7 @@ DWI_RATIOS = (1.3, 1.5, 1.8, 2.2)  # measured for the DWI-only rule (contract.DW
 def truth_score(case: Any) -> dict[str, Any]:
     """The rule applied to the case's exact classes, hemispheres and lesion mask."""
     from aspects_client.geometry import geometry_of, to_display
-    from aspects_client.lesions import aspects_score, involvement
+    from aspects_client.scoring.lesions import aspects_score, involvement
 
     g = geometry_of(case.dwi.affine, case.dwi.shape[:3])
     voxel_ml = g.voxel_volume_mm3 / 1000.0
@@ -94,8 +87,8 @@ def dwi_scores(case: Any, result: Any) -> dict[float, dict[str, Any]]:
     from aspects_client.display_stack import prepare
     from aspects_client.geometry import to_display
     from aspects_client.hemisphere import estimate_plane, hemisphere_map
-    from aspects_client.lesions import ScoringRule
-    from aspects_client.scoring import score_volume
+    from aspects_client.scoring.lesions import ScoringRule
+    from aspects_client.scoring.score import score_volume
     from aspects_client.volume_io import load_volume
 
     volume = load_volume(case.dwi)
@@ -216,10 +209,8 @@ def render(r: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     from aspects_synth.lesion_cases import SCORE_SEED_START
 
-    p = harness.cli(__doc__, harness.RESULTS / "scoring.json")
-    p.add_argument("--cases", type=int, default=40)
-    p.add_argument("--seed", type=int, default=SCORE_SEED_START)
-    args = p.parse_args(argv)
+    args = harness.cli(__doc__, harness.RESULTS / "scoring.json",
+                       [("--cases", 40), ("--seed", SCORE_SEED_START)]).parse_args(argv)
 
     def measure() -> dict[str, Any]:
         from aspects_client import contract

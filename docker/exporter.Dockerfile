@@ -29,7 +29,7 @@ COPY models ./models
 # The numeric gates run on atlas phantoms (ASPECTS_REQUIRE_PHANTOM=1 refuses the synthetic
 # ellipses): the atlas (rapidtide's ASPECTS_2mm + MNI152 tissue maps, Apache-2.0) is baked
 # into the image at build time, where the registries are reachable, checked by its sha256s.
-RUN python3 -m pip install '.[export,gpu]' \
+RUN python3 -m pip install './client[dicom,score]' '.[export,gpu]' \
  && python3 -c "import torch; assert torch.version.cuda is None, 'torch must be the CPU build'" \
  && python3 -c "from aspects_synth.atlas import ensure_atlas, verify_cache; ensure_atlas(); assert verify_cache()" \
  && python3 -c "import tensorrt, pynvml, aspects_export; print('TensorRT', tensorrt.__version__)"

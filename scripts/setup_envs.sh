@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Create (or update) the two virtual environments this project runs from:
-#   .venv         client + exporter + synthetic data + trainer + dev tools
-#                 (pip install -e '.[export,train,dev]')
+#   .venv         client (all rooms) + exporter + synthetic data + trainer + dev tools
+#                 (pip install -e './client[dicom,score]' -e '.[export,train,dev,...]')
 #   .venv-server  the local Triton (nvidia-pytriton's tritonserver) + onnxruntime
-#   .venv-client  the thin client alone (pip install -e . : no extras, no torch), where
+#   .venv-client  the thin client alone (pip install -e ./client : no extras, no torch), where
 #                 tests/static/test_client_without_torch.py proves the client runs
 # Idempotent: a second run only checks that both are complete.  Any failed install or
 # import stops the script with a non-zero exit and pip's own output (CI must not go on
@@ -44,12 +44,13 @@ check_imports() {  # $1 = venv dir, $2 = modules; exits on failure
   fi
 }
 
-if ! stamp_ok .venv pyproject.toml requirements/client.lock; then
+if ! stamp_ok .venv pyproject.toml client/pyproject.toml requirements/client.lock; then
   echo "[setup] client/export environment: .venv (torch is large; first run takes a few minutes)"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-  pip_install .venv -c requirements/client.lock -e '.[export,synth,train,devkit,bench,dev]'
+  pip_install .venv -c requirements/client.lock -e './client[dicom,score]' \
+    -e '.[export,synth,train,devkit,bench,dev]'
   check_imports .venv "aspects_client, aspects_export, aspects_synth, aspects_train, aspects_devkit, torch, segmentation_models_pytorch, onnxruntime, lightning, optuna"
-  stamp_of pyproject.toml requirements/client.lock > .venv/.aspects-stamp
+  stamp_of pyproject.toml client/pyproject.toml requirements/client.lock > .venv/.aspects-stamp
 fi
 
 if ! stamp_ok .venv-server requirements/server.txt; then
@@ -59,11 +60,11 @@ if ! stamp_ok .venv-server requirements/server.txt; then
   check_imports .venv-server "pytriton, onnxruntime, numpy"
   stamp_of requirements/server.txt > .venv-server/.aspects-stamp
 fi
-if ! stamp_ok .venv-client pyproject.toml requirements/client.lock; then
+if ! stamp_ok .venv-client client/pyproject.toml requirements/client.lock; then
   echo "[setup] client-only environment: .venv-client (no torch)"
   [[ -x .venv-client/bin/python ]] || "$PY" -m venv .venv-client
-  pip_install .venv-client -c requirements/client.lock -e .
+  pip_install .venv-client -c requirements/client.lock -e ./client
   check_imports .venv-client "aspects_client.cli, aspects_client.client, aspects_client.aio"
-  stamp_of pyproject.toml requirements/client.lock > .venv-client/.aspects-stamp
+  stamp_of client/pyproject.toml requirements/client.lock > .venv-client/.aspects-stamp
 fi
 echo "[setup] environments ready: .venv, .venv-server, .venv-client"

@@ -21,6 +21,8 @@ _EXPORTS = {
     "SegmentationResult": "client",
     "RegionStats": "client",
     "AsyncAspectsClient": "aio",
+    "SegmentRequest": "request",
+    "Source": "sources",
     "S3Settings": "storage",
     "InferenceSettings": "inference",
     "Limits": "volume_io",
@@ -28,6 +30,7 @@ _EXPORTS = {
 _ERRORS = (
     "AspectsError",
     "UsageError",
+    "MissingExtraError",
     "OutputConflictError",
     "OutputError",
     "CancelledError",
@@ -57,10 +60,7 @@ _ERRORS = (
     "ServerUnavailableError",
     "ModelNotReadyError",
     "ModelContractError",
-    "ExportError",
-    "CheckpointError",
-    "LocalServerError",
-    # DICOM input (aspects_client.dicom_input)
+    # DICOM input (aspects_client.dicom)
     "DicomInputError",
     "NotDicomError",
     "UnreadableDicomError",
@@ -73,7 +73,7 @@ _ERRORS = (
     "DuplicateSlicesError",
     "InconsistentGeometryError",
     "GantryTiltError",
-    # DICOM outputs and C-STORE (aspects_client.dicom_output, .dicom_send)
+    # DICOM outputs and C-STORE (aspects_client.dicom.output, .dicom_send)
     "DicomOutputError",
     "DicomSendError",
     "DicomNodeUnreachableError",

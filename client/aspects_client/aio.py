@@ -16,8 +16,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .client import AspectsClient, Progress, SegmentationResult, Source
+from .client import AspectsClient, Progress, SegmentationResult, SourceLike
 from .errors import UsageError
+from .request import SegmentRequest
 
 
 class AsyncAspectsClient:
@@ -45,28 +46,24 @@ class AsyncAspectsClient:
 
     async def segment(
         self,
-        source: Source,
+        source: SourceLike | None = None,
         *,
-        name: str | None = None,
-        volume_index: int | None = None,
-        request_id: str | None = None,
+        request: SegmentRequest | None = None,
         progress: Progress | None = None,
         **options: Any,
     ) -> SegmentationResult:
-        """``AspectsClient.segment`` without blocking the event loop; cancellable.  Other
-        keywords (``priority``, ``score``, ``adc``, ...) go to ``AspectsClient.segment``."""
+        """``AspectsClient.segment`` without blocking the event loop; cancellable.  A ready
+        ``request``, or ``source`` with the request's options as keywords (``name``,
+        ``priority``, ``score``, ``adc``, ...; see ``SegmentRequest``)."""
+        if request is None:  # validated here, before a worker thread is taken
+            request = SegmentRequest.build(source, **options)
+        elif source is not None or options:
+            raise UsageError("give either a request or a source with options, not both")
         await self.connect()
         assert self._client is not None
         cancel = threading.Event()
         call = functools.partial(
-            self._client.segment,
-            source,
-            name=name,
-            volume_index=volume_index,
-            cancel=cancel,
-            request_id=request_id,
-            progress=progress,
-            **options,
+            self._client.segment, request=request, cancel=cancel, progress=progress
         )
         future = asyncio.get_running_loop().run_in_executor(self._executor, call)
         try:

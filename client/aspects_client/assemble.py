@@ -33,6 +33,32 @@ class Assembled:
     overlay_png: bytes | None
     region_image: nib.Nifti1Image | None = None  # 20 region x hemisphere labels, source grid
 
+    def render(
+        self,
+        prepared: PreparedVolume,
+        *,
+        title: str,
+        note: str = "",
+        scored: Any = None,
+        classes: np.ndarray | None = None,
+    ) -> bytes:
+        """The overlay PNG of this result (the one renderer of the client, the CLI and the
+        demo): contours on ``prepared``'s slices, the QC banner, and with ``scored`` (a
+        ``scoring.Scored``) the score band and the lesion outline; ``classes``: the display
+        labels, for the affected regions' fill."""
+        return render_overlay(
+            prepared.slices,
+            self.contours,
+            prepared.geometry,
+            title=title,
+            note=note,
+            qc=self.document["qc"],
+            score=scored.section if scored is not None else None,
+            lesion=scored.lesion if scored is not None else None,
+            classes=classes,
+            hemispheres=self.hemispheres if classes is not None else None,
+        )
+
 
 def assemble(
     volume: Volume,
@@ -69,24 +95,17 @@ def assemble(
     document["qc"] = quality_control(
         document, labels, prepared.slices, pixel_spacing_mm=geometry.display_pixel_spacing_mm
     )
-    png = None
-    if overlay:
-        png = render_overlay(
-            prepared.slices,
-            contours,
-            geometry,
-            title=volume.source,
-            note=overlay_note,
-            qc=document["qc"],
-        )
-    return Assembled(
+    result = Assembled(
         document=document,
         label_image=label_map_image(labels, geometry, volume.header),
         region_image=region_hemisphere_image(labels, hemis, geometry, volume.header),
         hemispheres=hemis,
         contours=contours,
-        overlay_png=png,
+        overlay_png=None,
     )
+    if overlay:
+        result.overlay_png = result.render(prepared, title=volume.source, note=overlay_note)
+    return result
 
 
 def hemisphere_confidence(

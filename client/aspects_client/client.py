@@ -22,33 +22,36 @@ import dataclasses
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nibabel as nib
 
-from . import __version__, contract
-from .assemble import assemble
-from .dicom_input import check_dicom_source, dicom_source_name, is_dicom_source
-from .display_stack import prepare
+from . import __version__, contract, rooms
+from .assemble import Assembled, assemble
+from .display_stack import PreparedVolume, prepare
 from .document import dumps
-from .errors import AspectsError, CancelledError, DicomReadTimeoutError, UsageError
-from .inference import InferenceSettings, TritonSegmenter, check_priority
+from .errors import (
+    AspectsError,
+    CancelledError,
+    DicomReadTimeoutError,
+    StorageUnreachableError,
+    UsageError,
+)
+from .inference import InferenceSettings, TritonSegmenter, VolumeAnswer
 from .labelmap import label_map_bytes
-from .lesions import ScoringRule
 from .outputs import printable
 from .qc import refuse_implausible_head
-from .storage import S3Settings, check_source_string, fetch_object, is_s3_url, make_s3_client
+from .request import SegmentRequest
+from .sources import Source, recorded_name
+from .storage import S3Settings, fetch_object, make_s3_client
 from .volume_io import Limits, Volume, load_volume
 
-if TYPE_CHECKING:
-    from .dicom_input import DicomStudy
-
-# a DICOM source (aspects_client.dicom_input): a folder, a .zip, a list of files, s3://b/prefix/
-Source = str | Path | bytes | bytearray | memoryview | nib.spatialimages.SpatialImage | list | tuple
+# what segment() takes: an s3:// URL, a path, bytes, a nibabel image, or a DICOM series (a
+# folder, a .zip, a list of files, s3://bucket/prefix/); see aspects_client.sources
+SourceLike = str | Path | bytes | bytearray | memoryview | nib.spatialimages.SpatialImage | list
 Progress = Callable[[int, int], None]  # (slices done since last call, slices added to total)
 
 log = logging.getLogger("aspects_client")
@@ -80,7 +83,7 @@ class SegmentationResult:
     region_image: nib.Nifti1Image | None = None
     # the DICOM series read (DICOM sources only): DWI (and ADC) volumes with their instances,
     # so that outputs (SEG, SR) can reference them
-    dicom: DicomStudy | None = None
+    dicom: Any = None  # aspects_client.dicom.DicomStudy
 
     @property
     def score(self) -> dict[str, Any] | None:
@@ -106,6 +109,44 @@ class SegmentationResult:
     def label_map_bytes(self) -> bytes:
         """The label map as .nii.gz bytes."""
         return label_map_bytes(self.label_image)
+
+
+@dataclass
+class _Call:
+    """One ``segment()`` call: its request, cancel event, clock and stage timings (s)."""
+
+    request: SegmentRequest
+    cancel: threading.Event | None
+    deadline_s: float  # the whole volume's deadline (seconds) ...
+    deadline: float  # ... as a time.monotonic() value, counted from the segment() call
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """CancelledError once the caller's cancel event is set."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise CancelledError("cancelled; nothing was written")
+
+    def timed(self, stage: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, its wall time recorded as ``timings[stage]``."""
+        began = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.timings[stage] = time.perf_counter() - began
+        return out
+
+    def watch(self) -> tuple[threading.Event, threading.Event]:
+        """(stop, expired) for a read: ``stop`` is set by the caller's cancel or at the
+        deadline (then ``expired`` too), or by the reader when done."""
+        return _deadline_event(self.cancel, max(0.0, self.deadline - time.monotonic()))
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What was read: the DWI volume, the ADC volume (when scoring has one), the DICOM
+    study (DICOM sources)."""
+
+    volume: Volume
+    adc: Volume | None
+    study: Any
 
 
 class AspectsClient:
@@ -145,109 +186,214 @@ class AspectsClient:
 
     def segment(
         self,
-        source: Source,
+        source: SourceLike | None = None,
         *,
-        name: str | None = None,
-        volume_index: int | None = None,
+        request: SegmentRequest | None = None,
         cancel: threading.Event | None = None,
-        request_id: str | None = None,
         progress: Progress | None = None,
-        score: bool = False,
-        adc: Source | None = None,
-        adc_scale: float | None = None,
-        rule: ScoringRule | None = None,
-        priority: str | None = None,
-        series: str | int | None = None,
+        **options: Any,
     ) -> SegmentationResult:
         """Segment one volume: an ``s3://`` URL, a path, bytes or a nibabel image, or a
         DICOM series: a folder, a .zip, a list of files or an ``s3://bucket/prefix/``.
 
-        name: what the results record as ``source.name`` and the overlay title (default:
-        the file name without its directories or S3 prefix; "" records nothing) — the
-        full path or key never goes into a result.  cancel: set it from another thread to
-        stop (CancelledError within about 0.2 s, nothing returned).  request_id: sent
-        with every gRPC request and kept in the provenance (default: a new uuid4).
+        Give either ``source`` and the request's options as keywords (``name``, ``score``,
+        ``adc``, ``adc_scale``, ``rule``, ``priority``, ``series``, ``volume_index``,
+        ``request_id``, ``deadline_s``; see :class:`SegmentRequest`) or a ready
+        ``request``.  name: what the result records as ``source.name`` and the overlay
+        title (default: the file name without directories or S3 prefix; "" records
+        nothing) — the full path or key never goes into a result.  cancel: set it from
+        another thread to stop (CancelledError within about 0.2 s, nothing returned).
         progress: called as ``progress(slices_done, slices_added)`` from worker threads.
-        score / adc: also compute the lesion map, each region's involvement and the ASPECTS
-        score (``result.score``, ``document["aspects"]``; docs/scoring.md); ``adc`` is an
-        ADC map of the same patient (any grid, same kinds of source as ``source``; implies
-        ``score``), ``adc_scale`` its unit factor to 10^-6 mm^2/s when it cannot be
-        detected, ``rule`` the lesion/affected thresholds (default: the contract's).
-        priority: ``"urgent"`` (served first) or ``"batch"``; default: the client's
-        ``InferenceSettings.priority``; sent with every request and kept in the provenance.
-        DICOM (``aspects_client.dicom_input``): the DWI series is selected from the input
-        (``series``: its SeriesNumber or SeriesInstanceUID when several qualify), and with
-        ``score`` the input's ADC series too (an explicit ``adc`` wins; it may be DICOM as
-        well); ``result.dicom`` keeps the series read.
+        The per-volume deadline (``deadline_s``, default ``InferenceSettings.deadline_s``)
+        counts from this call: download, DICOM reading, inference and what follows.
+        DICOM: the DWI series is selected from the input (``series`` when several
+        qualify), with scoring the input's ADC series too (an explicit ``adc`` wins);
+        ``result.dicom`` keeps the series read.
         """
-        if priority is not None:  # priority (issue 15): refused before any work
-            check_priority(priority, "priority")
-        _check_source_type(source)
-        dicom = is_dicom_source(source)
-        if dicom and volume_index is not None:
-            raise UsageError("volume_index is for 4D NIfTI; choose a DICOM series with series=")
-        if series is not None and not dicom:
-            raise UsageError("series= chooses a DICOM series; the source is not DICOM")
-        if name is not None and not isinstance(name, str):
-            raise UsageError(f"name must be a string, got {type(name).__name__}")
-        request_id = request_id or uuid.uuid4().hex
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        label = str(source) if isinstance(source, (str, Path)) else None
-        recorded = recorded_name(source) if name is None else name
-        log.debug("request %s: %s", request_id, recorded)
-        _check_cancel(cancel)
+        call = self._start(source, request, cancel, options)
+        inputs = self._read(call)  # read
+        prepared = call.timed("prepare", prepare, inputs.volume)  # prepare
+        call.check()
+        answer = self._infer(call, prepared, progress)  # infer
+        call.check()
+        began = time.perf_counter()
+        assembled, provenance = self._assemble(call, inputs.volume, prepared, answer)
+        call.timings["contours_json"] = time.perf_counter() - began
+        refuse_implausible_head(assembled.document["summary"], printable(inputs.volume.source))
+        scored = None
+        if call.request.wants_score:  # score
+            scored = call.timed("score", self._score, call, inputs, prepared, answer, assembled)
+        png = None
+        if self.overlay:  # render
+            png = call.timed("overlay", self._render, inputs.volume, prepared, answer,
+                             assembled, scored)
+        provenance["timings_s"] = {k: round(v, 4) for k, v in call.timings.items()}
+        return _result(inputs, assembled, provenance, call.timings, png, scored)
+
+    def _start(
+        self, source: Any, request: SegmentRequest | None, cancel: threading.Event | None,
+        options: dict[str, Any],
+    ) -> _Call:
+        """The call's validated request and clock (UsageError before any work)."""
+        if request is None:
+            request = SegmentRequest.build(source, **options)
+        elif source is not None or options:
+            raise UsageError("give either a request or a source with options, not both")
+        deadline_s = request.deadline_s or self._segmenter.settings.deadline_s
+        call = _Call(request, cancel, deadline_s, time.monotonic() + deadline_s)
+        log.debug("request %s: %s", request.request_id, request.source.name)
+        call.check()
+        return call
+
+    def _read(self, call: _Call) -> _Inputs:
+        """Download / read, decode and validate the DWI (and ADC) volumes."""
+        req = call.request
+        began = time.perf_counter()
         study = None
-        if dicom:
-            label = label or recorded
-            study = self._read_dicom(source, label, series, bool(score) and adc is None, cancel)
+        if req.source.is_dicom:
+            label = req.source.label or req.source.name
+            study = self._read_dicom(call, label, req.wants_score and req.adc is None)
             volume = load_volume(study.dwi.image, name=label, limits=self.limits)
         else:
-            volume = self._load(source, label, volume_index, cancel, timings)
-        volume = dataclasses.replace(volume, source=recorded)
-        timings["decode_validate"] = time.perf_counter() - t - timings.get("download", 0.0)
-        adc_volume = None
-        if adc is not None:
-            _check_source_type(adc)
-            adc_label = str(adc) if isinstance(adc, (str, Path)) else "<ADC>"
-            if is_dicom_source(adc):
-                adc_volume = self._load_dicom_adc(adc, adc_label, cancel)
+            volume = self._load(call, req.source, req.source.label, req.volume_index)
+        volume = dataclasses.replace(volume, source=req.source.name)
+        spent = time.perf_counter() - began
+        call.timings["decode_validate"] = spent - call.timings.get("download", 0.0)
+        adc = self._read_adc(call, study)
+        call.check()
+        return _Inputs(volume, adc, study)
+
+    def _read_adc(self, call: _Call, study: Any) -> Volume | None:
+        """The ADC volume: the one given, else the DICOM study's when scoring."""
+        req = call.request
+        if req.adc is not None:
+            label = req.adc.label or "<ADC>"
+            if req.adc.is_dicom:
+                volume = self._load_dicom_adc(call, req.adc, label)
             else:
-                adc_volume = self._load(adc, adc_label, None, cancel, {})
-            adc_volume = dataclasses.replace(adc_volume, source=recorded_name(adc))
-        elif study is not None and study.adc is not None and score:
-            adc_volume = load_volume(study.adc.image, name=f"{label} (ADC)", limits=self.limits)
-            adc_volume = dataclasses.replace(adc_volume, source=f"{recorded} (ADC)")
-        _check_cancel(cancel)
-        t = time.perf_counter()
-        prepared = prepare(volume)
-        timings["prepare"] = time.perf_counter() - t
-        _check_cancel(cancel)
+                volume = self._load(call, req.adc, label, None, record=False)
+            return dataclasses.replace(volume, source=req.adc.name)
+        if study is not None and study.adc is not None and req.wants_score:
+            label = req.source.label or req.source.name
+            volume = load_volume(study.adc.image, name=f"{label} (ADC)", limits=self.limits)
+            return dataclasses.replace(volume, source=f"{req.source.name} (ADC)")
+        return None
+
+    def _load(
+        self, call: _Call, source: Source, label: str | None, volume_index: int | None,
+        record: bool = True,
+    ) -> Volume:
+        """Download (s3://, within the deadline) or read, then decode and validate one
+        NIfTI volume; ``record``: time the download as ``timings["download"]``."""
+        if not source.is_s3:
+            return load_volume(source.value, name=label, volume_index=volume_index,
+                               limits=self.limits)
+        began = time.perf_counter()
+        stop, expired = call.watch()
+        try:
+            raw = fetch_object(str(source.value), self._s3_client(),
+                               max_bytes=self.s3_settings.max_object_bytes, cancel=stop)
+        except CancelledError:
+            call.check()
+            if expired.is_set():
+                raise StorageUnreachableError(
+                    f"{label}: the download took longer than the {call.deadline_s:g} s "
+                    "per-volume deadline (--deadline); raise --deadline or check the S3 "
+                    "endpoint's speed"
+                ) from None
+            raise
+        finally:
+            stop.set()  # ends the watcher
+        if record:
+            call.timings["download"] = time.perf_counter() - began
+        return load_volume(raw, name=label, volume_index=volume_index, limits=self.limits)
+
+    def _read_dicom(self, call: _Call, label: str, want_adc: bool) -> Any:
+        """The DWI (and, when asked, ADC) series of a DICOM source, within the deadline."""
+        read_dicom = rooms.enter("dicom", "read_dicom")
+        source = call.request.source
+        return self._within_deadline(call, label, lambda stop: read_dicom(
+            source.value,
+            s3_client=self._s3_client() if source.is_s3 else None,
+            label=label,
+            limits=self.limits,
+            series=call.request.series,
+            adc=want_adc,
+            max_object_bytes=self.s3_settings.max_object_bytes,
+            cancel=stop,
+        ))
+
+    def _load_dicom_adc(self, call: _Call, source: Source, label: str) -> Volume:
+        """The ADC series of a DICOM ``adc`` source, within the deadline."""
+        read_dicom_adc = rooms.enter("dicom", "read_dicom_adc")
+        series = self._within_deadline(call, label, lambda stop: read_dicom_adc(
+            source.value,
+            s3_client=self._s3_client() if source.is_s3 else None,
+            label=label,
+            limits=self.limits,
+            max_object_bytes=self.s3_settings.max_object_bytes,
+            cancel=stop,
+        ))
+        return load_volume(series.image, name=label, limits=self.limits)
+
+    @staticmethod
+    def _within_deadline(call: _Call, label: str, read: Callable[[threading.Event], Any]) -> Any:
+        """``read(stop)`` of a DICOM source; DicomReadTimeoutError past the deadline."""
+        stop, expired = call.watch()
+        try:
+            return read(stop)
+        except CancelledError:
+            call.check()
+            if expired.is_set():
+                raise DicomReadTimeoutError(
+                    f"{label}: reading the DICOM series took longer than the "
+                    f"{call.deadline_s:g} s per-volume deadline (--deadline); send fewer "
+                    "files (the DWI series) or raise --deadline"
+                ) from None
+            raise
+        finally:
+            stop.set()  # ends the watcher
+
+    def _infer(self, call: _Call, prepared: PreparedVolume, progress: Progress | None) -> Any:
+        """The served labels and confidence of the prepared slices (a ``VolumeAnswer``)."""
         if progress is not None:
             progress(0, len(prepared.slices))
-        t = time.perf_counter()
-        answer = self._segmenter.infer(
+        return call.timed(
+            "inference",
+            self._segmenter.infer,
             prepared.slices,
-            request_id=request_id,
-            cancel=cancel,
+            request_id=call.request.request_id,
+            cancel=call.cancel,
             progress=(lambda n: progress(n, 0)) if progress is not None else None,
-            priority=priority,
+            priority=call.request.priority,
+            deadline=call.deadline,
+            deadline_s=call.deadline_s,
         )
+
+    def _assemble(
+        self, call: _Call, volume: Volume, prepared: PreparedVolume, answer: VolumeAnswer
+    ) -> tuple[Assembled, dict[str, Any]]:
+        """Contours JSON, label and region maps, QC, and the provenance they record."""
         labels, confidence = answer
-        timings["inference"] = time.perf_counter() - t
-        _check_cancel(cancel)
-        t = time.perf_counter()
+        provenance = self._provenance(call, prepared, answer)
+        assembled = assemble(volume, prepared, labels, provenance=provenance,
+                             slice_confidence=confidence, overlay=False)
+        return assembled, provenance
+
+    def _provenance(
+        self, call: _Call, prepared: PreparedVolume, answer: VolumeAnswer
+    ) -> dict[str, Any]:
+        """The version that answered every request of this volume (read from the
+        responses), the priority asked for, the steps (unet checkpoint) as served."""
         info = self._segmenter.info
-        # provenance (issue 15): the version that answered every request of this volume (read
-        # from the responses), the priority asked for, the steps (unet checkpoint) as served
-        answered_version = getattr(answer, "model_version", None) or info.version
-        provenance = {
+        priority = getattr(answer, "priority", None) or call.request.priority
+        return {
             "client": f"aspects_client {__version__}",
-            "request_id": request_id,
+            "request_id": call.request.request_id,
             "server": self.url,
             "model": info.name,
-            "model_version": answered_version,
-            "priority": getattr(answer, "priority", None) or priority or contract.DEFAULT_PRIORITY,
+            "model_version": getattr(answer, "model_version", None) or info.version,
+            "priority": priority or contract.DEFAULT_PRIORITY,
             "steps": info.steps,
             "threshold_prob": contract.THRESHOLD_PROB,
             "min_area_pixels": contract.MIN_AREA_PIXELS,
@@ -256,142 +402,36 @@ class AspectsClient:
                 "bounds": list(prepared.window),
             },
         }
-        result = assemble(
-            volume,
+
+    def _score(
+        self, call: _Call, inputs: _Inputs, prepared: PreparedVolume, answer: VolumeAnswer,
+        assembled: Assembled,
+    ) -> Any:
+        """Lesion map, involvement and the ASPECTS score (the ``score`` room)."""
+        score_volume = rooms.enter("score", "score_volume")
+        rule = call.request.rule or rooms.enter("score", "ScoringRule")()
+        scored = score_volume(
+            inputs.volume, prepared, answer[0], assembled.hemispheres, assembled.document["qc"],
+            adc=inputs.adc, adc_scale=call.request.adc_scale, rule=rule,
+        )
+        assembled.document["aspects"] = scored.section
+        return scored
+
+    def _render(
+        self, volume: Volume, prepared: PreparedVolume, answer: VolumeAnswer,
+        assembled: Assembled, scored: Any,
+    ) -> bytes:
+        """The overlay PNG (title: source, model and the version that answered)."""
+        info = self._segmenter.info
+        version = getattr(answer, "model_version", None) or info.version
+        checkpoint = info.steps.get(contract.UNET_MODEL, {}).get("checkpoint", "")
+        return assembled.render(
             prepared,
-            labels,
-            provenance=provenance,
-            slice_confidence=confidence,
-            overlay=False,
+            title=f"{printable(volume.source)}  ({info.name} v{version})".lstrip(),
+            note=f"unet: {checkpoint}" if checkpoint else "",
+            scored=scored,
+            classes=answer[0],
         )
-        timings["contours_json"] = time.perf_counter() - t
-        refuse_implausible_head(result.document["summary"], printable(volume.source))
-        scored = None
-        if score or adc_volume is not None:
-            t = time.perf_counter()
-            from .scoring import score_volume
-
-            scored = score_volume(
-                volume,
-                prepared,
-                labels,
-                result.hemispheres,
-                result.document["qc"],
-                adc=adc_volume,
-                adc_scale=adc_scale,
-                rule=rule or ScoringRule(),
-            )
-            result.document["aspects"] = scored.section
-            timings["score"] = time.perf_counter() - t
-        png = None
-        if self.overlay:
-            t = time.perf_counter()
-            from .overlay import render_overlay
-
-            checkpoint = info.steps.get(contract.UNET_MODEL, {}).get("checkpoint", "")
-            png = render_overlay(
-                prepared.slices,
-                result.contours,
-                prepared.geometry,
-                title=f"{printable(volume.source)}  ({info.name} v{answered_version})".lstrip(),
-                note=f"unet: {checkpoint}" if checkpoint else "",
-                qc=result.document["qc"],
-                score=scored.section if scored is not None else None,
-                lesion=scored.lesion if scored is not None else None,
-                classes=labels,
-                hemispheres=result.hemispheres,
-            )
-            timings["overlay"] = time.perf_counter() - t
-        provenance["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
-        regions = {
-            key: {
-                hemi: RegionStats(e["voxels"], e["volume_ml"], e["confidence"])
-                for hemi, e in by_hemi.items()
-            }
-            for key, by_hemi in result.document["summary"].items()
-        }
-        return SegmentationResult(
-            source=volume.source,
-            document=result.document,
-            label_image=result.label_image,
-            overlay_png=png,
-            regions=regions,
-            provenance=provenance,
-            timings_s=timings,
-            lesion_image=scored.lesion_image if scored is not None else None,
-            region_image=result.region_image,
-            dicom=study,
-        )
-
-    def _load(
-        self,
-        source: Source,
-        label: str | None,
-        volume_index: int | None,
-        cancel: threading.Event | None,
-        timings: dict[str, float],
-    ) -> Volume:
-        """Download (s3://) or read, then decode and validate one NIfTI volume."""
-        if not is_s3_url(source):
-            return load_volume(source, name=label, volume_index=volume_index, limits=self.limits)
-        t = time.perf_counter()
-        raw: Any = fetch_object(
-            str(source),
-            self._s3_client(),
-            max_bytes=self.s3_settings.max_object_bytes,
-            cancel=cancel,
-        )
-        timings["download"] = time.perf_counter() - t
-        return load_volume(raw, name=label, volume_index=volume_index, limits=self.limits)
-
-    def _read_dicom(
-        self,
-        source: Any,
-        label: str,
-        series: str | int | None,
-        want_adc: bool,
-        cancel: threading.Event | None,
-    ) -> DicomStudy:
-        """The DWI (and, when asked, ADC) series of a DICOM source, within the per-volume
-        deadline (``InferenceSettings.deadline_s``) and the caller's ``cancel``."""
-        from .dicom_input import read_dicom
-
-        deadline_s = self._segmenter.settings.deadline_s
-        stop, expired = _deadline_event(cancel, deadline_s)
-        try:
-            return read_dicom(
-                source,
-                s3_client=self._s3_client() if is_s3_url(source) else None,
-                label=label,
-                limits=self.limits,
-                series=series,
-                adc=want_adc,
-                max_object_bytes=self.s3_settings.max_object_bytes,
-                cancel=stop,
-            )
-        except CancelledError:
-            if expired.is_set() and not (cancel is not None and cancel.is_set()):
-                raise DicomReadTimeoutError(
-                    f"{label}: reading the DICOM series took longer than the {deadline_s:g} s "
-                    "per-volume deadline (--deadline); send fewer files (the DWI series) or "
-                    "raise --deadline"
-                ) from None
-            raise
-        finally:
-            stop.set()  # ends the watcher
-
-    def _load_dicom_adc(self, source: Any, label: str, cancel: threading.Event | None) -> Volume:
-        from .dicom_input import read_dicom_adc
-
-        series = read_dicom_adc(
-            source,
-            s3_client=self._s3_client() if is_s3_url(source) else None,
-            label=label,
-            limits=self.limits,
-            max_object_bytes=self.s3_settings.max_object_bytes,
-            cancel=cancel,
-        )
-        return load_volume(series.image, name=label, limits=self.limits)
 
     def close(self) -> None:
         self._segmenter.close()
@@ -403,6 +443,32 @@ class AspectsClient:
         self.close()
 
 
+def _result(
+    inputs: _Inputs, assembled: Assembled, provenance: dict[str, Any],
+    timings: dict[str, float], png: bytes | None, scored: Any,
+) -> SegmentationResult:
+    """The ``SegmentationResult`` of one call."""
+    regions = {
+        key: {
+            hemi: RegionStats(e["voxels"], e["volume_ml"], e["confidence"])
+            for hemi, e in by_hemi.items()
+        }
+        for key, by_hemi in assembled.document["summary"].items()
+    }
+    return SegmentationResult(
+        source=inputs.volume.source,
+        document=assembled.document,
+        label_image=assembled.label_image,
+        overlay_png=png,
+        regions=regions,
+        provenance=provenance,
+        timings_s=timings,
+        lesion_image=scored.lesion_image if scored is not None else None,
+        region_image=assembled.region_image,
+        dicom=inputs.study,
+    )
+
+
 def _deadline_event(
     cancel: threading.Event | None, seconds: float
 ) -> tuple[threading.Event, threading.Event]:
@@ -412,7 +478,7 @@ def _deadline_event(
 
     def watch() -> None:
         end = time.monotonic() + seconds
-        while not stop.wait(min(0.1, seconds)):
+        while not stop.wait(max(0.0, min(0.1, end - time.monotonic()))):
             if cancel is not None and cancel.is_set():
                 break
             if time.monotonic() >= end:
@@ -424,40 +490,6 @@ def _deadline_event(
     return stop, expired
 
 
-def recorded_name(source: Source) -> str:
-    """What a result records by default: the last path segment of a path or S3 key (no
-    directories, no bucket or prefix, which often hold patient identifiers); for DICOM the
-    folder's, zip's or prefix's last segment (never anything from the files)."""
-    if is_dicom_source(source):
-        return dicom_source_name(source)  # type: ignore[arg-type]
-    if isinstance(source, (str, Path)):
-        return str(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    if isinstance(source, nib.spatialimages.SpatialImage):
-        return "<nibabel image>"
-    return "<bytes>"
-
-
-def _check_source_type(source: object) -> None:
-    if is_dicom_source(source):
-        check_dicom_source(source)
-        return
-    if isinstance(source, bool) or not isinstance(
-        source, (str, Path, bytes, bytearray, memoryview, nib.spatialimages.SpatialImage)
-    ):
-        raise UsageError(
-            "source must be an s3:// URL, a file path, NIfTI bytes, a nibabel image or a DICOM "
-            "series (a folder, a .zip, a list of files or an s3://bucket/prefix/), "
-            f"got {type(source).__name__}"
-        )
-    if isinstance(source, str):
-        check_source_string(source)
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise CancelledError("cancelled; nothing was written")
-
-
 __all__ = [
     "AspectsClient",
     "AspectsError",
@@ -465,5 +497,8 @@ __all__ = [
     "Limits",
     "RegionStats",
     "S3Settings",
+    "SegmentRequest",
     "SegmentationResult",
+    "Source",
+    "recorded_name",
 ]

@@ -215,7 +215,7 @@ MIN_INPLANE_FOV_MM = 80.0  # ... or whose field of view is smaller than this alo
 MAX_DECOMPRESSED_BYTES = 2 * 1024**3  # hard cap on what a gzip stream may inflate to
 VOXEL_SIZE_RANGE_MM: tuple[float, float] = (0.05, 20.0)  # sane voxel edge lengths
 
-# --- lesions and the ASPECTS score (aspects_client.lesions; docs/scoring.md) -------------
+# --- lesions and the ASPECTS score (aspects_client.scoring.lesions; docs/scoring.md) -------------
 
 ADC_UNIT = "1e-6 mm^2/s"  # every ADC value inside the client is in this unit
 ADC_CORE_THRESHOLD = 620.0  # ADC below this (x 1e-6 mm^2/s) inside the brain = infarct core

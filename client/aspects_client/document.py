@@ -59,50 +59,82 @@ def build_document(
     totals: dict[tuple[str, str], int] = {}
     slice_entries = []
     for sc in slices:
-        regions: dict[str, dict[str, list]] = {
-            key: {h: [] for h in contract.HEMISPHERES} for key in contract.REGION_KEYS
+        entry = _slice_entry(sc, geometry, to_voxel, to_world, pixel_mm2)
+        for region, by_hemi in entry["areas"].items():
+            for hemi, area in by_hemi.items():
+                totals[(region, hemi)] = totals.get((region, hemi), 0) + area["pixels"]
+        slice_entries.append(entry)
+    summary = _summary_json(totals, pixel_mm2, voxel_ml, confidence)
+    return {
+        "schema_version": contract.SCHEMA_VERSION,
+        "source": _source_json(source_name, geometry),
+        "conventions": CONVENTIONS,
+        "midsagittal_plane": _plane_json(plane),
+        "regions": _regions_json(),
+        "slices": slice_entries,
+        "summary": summary,
+        "provenance": provenance or {},
+    }
+
+
+def _slice_entry(
+    sc: SliceContours,
+    geometry: Geometry,
+    to_voxel: np.ndarray,
+    to_world: np.ndarray,
+    pixel_mm2: float,
+) -> dict[str, Any]:
+    """One display slice: its indices, every region side's polygons and labelled areas."""
+    regions: dict[str, dict[str, list]] = {
+        key: {h: [] for h in contract.HEMISPHERES} for key in contract.REGION_KEYS
+    }
+    areas: dict[str, dict[str, dict[str, float]]] = {}
+    for (region, hemi), polys in sc.polygons.items():
+        regions[region][hemi] = [_polygon_json(p, sc.index, to_voxel, to_world) for p in polys]
+        pixels = sc.pixels[(region, hemi)]
+        areas.setdefault(region, {})[hemi] = {
+            "pixels": pixels,
+            "area_mm2": round(pixels * pixel_mm2, 3),
         }
-        areas: dict[str, dict[str, dict[str, float]]] = {}
-        for (region, hemi), polys in sc.polygons.items():
-            regions[region][hemi] = [_polygon_json(p, sc.index, to_voxel, to_world) for p in polys]
-            pixels = sc.pixels[(region, hemi)]
-            totals[(region, hemi)] = totals.get((region, hemi), 0) + pixels
-            areas.setdefault(region, {})[hemi] = {
-                "pixels": pixels,
-                "area_mm2": round(pixels * pixel_mm2, 3),
-            }
-        slice_entries.append(
-            {
-                "display_index": sc.index,
-                "slice_index": geometry.original_slice_index(sc.index),
-                "regions": regions,
-                "areas": areas,
-            }
-        )
-    summary = {
+    return {
+        "display_index": sc.index,
+        "slice_index": geometry.original_slice_index(sc.index),
+        "regions": regions,
+        "areas": areas,
+    }
+
+
+def _summary_json(
+    totals: dict[tuple[str, str], int],
+    pixel_mm2: float,
+    voxel_ml: float,
+    confidence: dict[str, dict[str, float]] | None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every region's and hemisphere's summary entry, from the labelled voxel totals."""
+    return {
         key: {
             h: _summary_entry(totals.get((key, h), 0), pixel_mm2, voxel_ml, confidence, key, h)
             for h in contract.HEMISPHERES
         }
         for key in contract.REGION_KEYS
     }
+
+
+def _plane_json(plane: MidsagittalPlane) -> dict[str, Any]:
+    """The mid-sagittal plane: normal, offset (mm, rounded) and how it was estimated."""
     return {
-        "schema_version": contract.SCHEMA_VERSION,
-        "source": _source_json(source_name, geometry),
-        "conventions": CONVENTIONS,
-        "midsagittal_plane": {
-            "normal": list(plane.normal),
-            "offset_mm": round(plane.offset_mm, WORLD_DECIMALS),
-            "method": plane.method,
-        },
-        "regions": [
-            {"index": r.index, "key": r.key, "name": r.name, "colour_rgb": list(r.colour_rgb)}
-            for r in contract.REGIONS
-        ],
-        "slices": slice_entries,
-        "summary": summary,
-        "provenance": provenance or {},
+        "normal": list(plane.normal),
+        "offset_mm": round(plane.offset_mm, WORLD_DECIMALS),
+        "method": plane.method,
     }
+
+
+def _regions_json() -> list[dict[str, Any]]:
+    """The contract's regions: index, key, name and display colour."""
+    return [
+        {"index": r.index, "key": r.key, "name": r.name, "colour_rgb": list(r.colour_rgb)}
+        for r in contract.REGIONS
+    ]
 
 
 def _summary_entry(

@@ -27,6 +27,11 @@ class OutputError(AspectsError):
     was left behind."""
 
 
+class MissingExtraError(UsageError):
+    """A feature needs an optional part of the client that is not installed: the message
+    names the extra to install (e.g. ``pip install 'aspects-client[dicom]'``); CLI exit 2."""
+
+
 class CancelledError(AspectsError):
     """The work was cancelled (Ctrl-C, SIGTERM, an asyncio cancellation or a cancel event);
     nothing partial was written."""
@@ -149,18 +154,6 @@ class ModelContractError(InferenceError):
 
 
 # --- model export ------------------------------------------------------------------------
-
-
-class ExportError(AspectsError):
-    """Converting a checkpoint into ONNX / TensorRT / a model repository failed."""
-
-
-class CheckpointError(ExportError):
-    """A checkpoint file is missing, corrupt, or does not fit the network."""
-
-
-class LocalServerError(AspectsError):
-    """A local helper server (tritonserver, SeaweedFS) failed to start or stop."""
 
 
 # --- DICOM input (a DWI / ADC series from a folder, files, a zip or an S3 prefix) ---------

@@ -12,9 +12,11 @@ Time is bounded twice: every request has its own deadline (``timeout_s``, ``--ti
 the whole volume one overall deadline (``deadline_s``, ``--deadline``) that every wave, retry
 and backoff must fit in; nothing is sent after it.  UNAVAILABLE / overload answers are retried
 a bounded number of times with exponential backoff, as long as the retry fits in the overall
-deadline.  A volume can be cancelled with a ``threading.Event``; every request carries the
-id ``"<volume id>/<first item>"``, which error messages and DEBUG log lines
-(logger ``aspects_client.inference``) name.
+deadline.  A caller whose clock started earlier (download and reading included) passes that
+deadline as an absolute ``time.monotonic()`` value (``infer_stacks(deadline=)``).  A volume can
+be cancelled with a ``threading.Event``; every request carries the id ``"<volume id>/<first
+item>"``, which error messages and DEBUG log lines (logger ``aspects_client.inference``) name.
+The scheduling itself is ``volume_run.VolumeRun``.
 
 Every request also carries the volume's priority (``"urgent"`` or ``"batch"``, sent as
 Triton priority ``contract.TRITON_PRIORITY``: each step's queue serves level 1 first) and
@@ -28,8 +30,7 @@ mixed; the answer records the one version (``VolumeAnswer.model_version``).
 
 from __future__ import annotations
 
-import contextlib
-import itertools
+import dataclasses
 import logging
 import math
 import numbers
@@ -46,7 +47,6 @@ import numpy as np
 
 from . import contract
 from .errors import (
-    AspectsError,
     CancelledError,
     InferenceError,
     ModelContractError,
@@ -55,20 +55,12 @@ from .errors import (
     UsageError,
 )
 from .server_reference import context_stacks
+from .validators import check_int, check_seconds
+from .volume_run import _RESTRICTED, VolumeRun, _short
 
 log = logging.getLogger("aspects_client.inference")
 
-_RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "Exceeds maximum queue size")
-# Triton's own words (2.51, measured) for its refusals; a queue refusal is worth a retry, a
-# restricted API (--grpc-restricted-protocol) is not, although it also answers UNAVAILABLE.
-_QUEUE_FULL = "Exceeds maximum queue size"
-_QUEUE_TIMEOUT = "Request timeout expired"
-_RESTRICTED = "is restricted, expecting header"
-# a server stopping gracefully (or reloading) unloads its models first: requests then get
-# NOT_FOUND "... has no available versions"; retried like UNAVAILABLE, and said as draining
-_DRAINING = "no available versions"
 _TRITON_DTYPES = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32"}
-_POLL_S = 0.05  # how often a waiting volume looks at its cancel event
 _READY_POLL_S = 0.5  # how often the connect-time checks are repeated while wait_s lasts
 MAX_RETRIES = 10
 # CLI option of each setting, for error messages
@@ -99,10 +91,10 @@ class InferenceSettings:
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "connect_timeout_s", "deadline_s"):
-            _check_seconds(name, getattr(self, name), positive=True)
-        _check_seconds("backoff_s", self.backoff_s, positive=False)
-        _check_int("retries", self.retries, 0, MAX_RETRIES)
-        _check_int("max_in_flight", self.max_in_flight, 1, None)
+            check_seconds(getattr(self, name), _name(name))
+        check_seconds(self.backoff_s, _name("backoff_s"), positive=False)
+        check_int(self.retries, _name("retries"), 0, MAX_RETRIES)
+        check_int(self.max_in_flight, _name("max_in_flight"), 1)
         check_priority(self.priority, _name("priority"))
         if not isinstance(self.model, str) or not self.model:
             raise UsageError(f"{_name('model')} must be a model name, got {self.model!r}")
@@ -130,23 +122,6 @@ def check_priority(value: Any, what: str = "priority") -> str:
 def _name(setting: str) -> str:
     option = _OPTION.get(setting)
     return f"{option} (InferenceSettings.{setting})" if option else f"InferenceSettings.{setting}"
-
-
-def _check_seconds(setting: str, value: Any, *, positive: bool) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise UsageError(
-            f"{_name(setting)} must be a finite number of seconds {bound}, got {value!r}"
-        )
-
-
-def _check_int(setting: str, value: Any, low: int, high: int | None) -> None:
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise UsageError(f"{_name(setting)} must be an integer {bound}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -204,7 +179,7 @@ class TritonSegmenter:
     ) -> None:
         import tritonclient.grpc as grpcclient
 
-        _check_seconds_arg("wait_s", wait_s)
+        check_seconds(wait_s, "wait_s", positive=False)
         self.url = url
         self.settings = settings
         try:
@@ -335,6 +310,8 @@ class TritonSegmenter:
         cancel: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
         priority: str | None = None,
+        deadline: float | None = None,
+        deadline_s: float | None = None,
     ) -> VolumeAnswer:
         """One volume's display slices uint8 [N, H, W], in slice order -> (labels uint8
         [N, H, W], confidence float32 [N, 11]) as a ``VolumeAnswer``.  Sends their 2.5D
@@ -356,6 +333,8 @@ class TritonSegmenter:
             cancel=cancel,
             progress=progress,
             priority=priority,
+            deadline=deadline,
+            deadline_s=deadline_s,
         )
 
     def infer_stacks(
@@ -366,6 +345,8 @@ class TritonSegmenter:
         cancel: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
         priority: str | None = None,
+        deadline: float | None = None,
+        deadline_s: float | None = None,
     ) -> VolumeAnswer:
         """Ready-made 2.5D stacks uint8 [N, 3, H, W] (independent items) -> (labels uint8
         [N, H, W] of each item's middle slice, confidence float32 [N, 11]), in item order,
@@ -381,219 +362,62 @@ class TritonSegmenter:
         (default: ``settings.priority``), sent with every request.  Raises
         ServerUnavailableError when the overall deadline (``deadline_s``) passes, naming it,
         and InferenceError when two model versions answered parts of the volume.
+        ``deadline``: that overall deadline as an absolute ``time.monotonic()`` value
+        (default: now + ``settings.deadline_s``), for a caller whose clock started earlier;
+        ``deadline_s``: the seconds it stands for, which messages name (default:
+        ``settings.deadline_s``).
         """
-        stacks = np.asarray(stacks)
-        channels = contract.NETWORK_CHANNELS
-        if stacks.dtype != np.uint8 or stacks.ndim != 4 or stacks.shape[1] != channels:
-            raise InferenceError(
-                f"stacks must be uint8 [N, {channels}, H, W], got {stacks.dtype} {stacks.shape}"
-            )
-        if request_id is None:
-            request_id = uuid.uuid4().hex
-        elif not isinstance(request_id, str) or not request_id:
-            raise UsageError(f"request_id must be a non-empty string, got {request_id!r}")
-        rid = request_id
+        stacks = _checked_stacks(stacks)
+        rid = _volume_id(request_id)
         settings = self.settings  # one snapshot for the whole volume
+        if deadline_s is not None and deadline_s != settings.deadline_s:
+            settings = dataclasses.replace(settings, deadline_s=deadline_s)
         priority = check_priority(
             settings.priority if priority is None else priority, "priority (--priority)"
         )
-        triton_priority = contract.TRITON_PRIORITY[priority]
-        n = len(stacks)
+        if deadline is None:
+            deadline = time.monotonic() + settings.deadline_s
+        else:
+            _check_deadline(deadline)
         if cancel is not None and cancel.is_set():
             raise CancelledError(f"volume {rid}: cancelled before anything was sent")
-        out_shape = (n, *stacks.shape[2:])
-        if n == 0:
-            return VolumeAnswer(
-                np.empty(out_shape, np.uint8),
-                np.empty((0, contract.NUM_CLASSES), np.float32),
-                model=settings.model,
-                model_version=self.info.version,
-                priority=priority,
-            )
-        deadline = time.monotonic() + settings.deadline_s
-        step = min(self.info.max_batch_size, contract.MAX_BATCH_SIZE)
-        labels = np.empty(out_shape, np.uint8)
-        confidence = np.empty((n, contract.NUM_CLASSES), np.float32)
+        run = VolumeRun(
+            stacks,
+            request_id=rid,
+            settings=settings,
+            url=self.url,
+            max_batch=min(self.info.max_batch_size, contract.MAX_BATCH_SIZE),
+            priority=priority,
+            deadline=deadline,
+            submit=self._submit,
+            on_retry=self._count_retry,
+            cancel=cancel,
+            progress=progress,
+        )
+        return self._answer(run, priority)
 
-        lock = threading.Lock()  # guards state, due, in_flight
-        report = threading.Lock()  # progress calls vs. the end of this call
-        wake = threading.Event()  # set by every answer
-        state: dict[str, Any] = {"left": 0, "done": 0, "error": None, "open": True}
-        # (not before, lo, hi, attempt): requests to send, first wave at once, retries later
-        due: list[tuple[float, int, int, int]] = [
-            (0.0, lo, min(lo + step, n), 0) for lo in range(0, n, step)
-        ]
-        state["left"] = len(due)
-        in_flight: dict[int, Any] = {}  # token -> tritonclient CallContext (None while sending)
-        tokens = itertools.count()
-        answered: dict[str, int] = {}  # model version that answered -> first item it answered
-
-        def fail(error: BaseException) -> None:
-            with lock:
-                if state["error"] is None:
-                    state["error"] = error
-            wake.set()
-
-        def answer(lo: int, hi: int, attempt: int, token: int, timeout: float) -> Callable:
-            def callback(result: Any, error: Any) -> None:
-                with lock:
-                    in_flight.pop(token, None)
-                    closed = state["error"] is not None or not state["open"]
-                if error is not None:
-                    log.debug(
-                        "request %s/%d failed (attempt %d): %s", rid, lo, attempt + 1, _short(error)
-                    )
-                    if closed:
-                        return
-                    retry_at = time.monotonic() + settings.backoff_s * 2**attempt
-                    retry = attempt < settings.retries and _retryable(error)
-                    if retry and retry_at < deadline:
-                        with lock:
-                            due.append((retry_at, lo, hi, attempt + 1))
-                        wake.set()
-                        return
-                    fail(
-                        _error(settings, self.url, error, rid, lo, hi, attempt, timeout, late=retry)
-                    )
-                    return
-                try:
-                    version = _answered_version(result)
-                    if version is not None:
-                        with lock:
-                            answered.setdefault(version, lo)
-                            versions = dict(answered)
-                        if len(versions) > 1:
-                            raise InferenceError(_mixed_versions(settings.model, rid, versions))
-                    lab = result.as_numpy(contract.OUTPUT_LABELS)
-                    conf = result.as_numpy(contract.OUTPUT_CONFIDENCE)
-                    want = (hi - lo, *stacks.shape[2:])
-                    if lab is None or lab.shape != want or conf is None:
-                        raise InferenceError(
-                            f"request {rid}/{lo}, items {lo}..{hi - 1}: the server returned "
-                            f"{None if lab is None else lab.shape}, expected {want}"
-                        )
-                    labels[lo:hi] = lab
-                    confidence[lo:hi] = conf
-                    if progress is not None:
-                        with report:
-                            if state["open"]:
-                                progress(hi - lo)
-                except BaseException as exc:
-                    fail(exc)
-                    return
-                with lock:
-                    state["left"] -= 1
-                    state["done"] += hi - lo
-                wake.set()
-
-            return callback
-
-        def send(lo: int, hi: int, attempt: int) -> None:
-            from tritonclient.grpc import InferInput, InferRequestedOutput
-
-            timeout = min(settings.timeout_s, deadline - time.monotonic())
-            batch = np.ascontiguousarray(stacks[lo:hi])
-            inp = InferInput(contract.INPUT_SLICES, list(batch.shape), "UINT8")
-            inp.set_data_from_numpy(batch)
-            outs = [
-                InferRequestedOutput(contract.OUTPUT_LABELS),
-                InferRequestedOutput(contract.OUTPUT_CONFIDENCE),
-            ]
-            token = next(tokens)
-            callback = answer(lo, hi, attempt, token, timeout)
-            with lock:
-                in_flight[token] = None
-            if attempt:
-                with self._retry_lock:
-                    self.retried += 1
-            log.debug(
-                "request %s/%d sent: items %d..%d, attempt %d, timeout %.3g s",
-                rid,
-                lo,
-                lo,
-                hi - 1,
-                attempt + 1,
-                timeout,
-            )
-            try:
-                with self._send_lock:
-                    context = self._client.async_infer(
-                        settings.model,
-                        [inp],
-                        callback,
-                        outputs=outs,
-                        request_id=f"{rid}/{lo}",
-                        priority=triton_priority,
-                        timeout=max(1, int(timeout * 1e6)),  # server queue timeout, µs
-                        client_timeout=timeout,
-                    )
-            except Exception as exc:  # the channel refused it: as if it had answered so
-                callback(None, exc)
-                return
-            with lock:
-                if token in in_flight:
-                    in_flight[token] = context
-
-        def send_due() -> bool:
-            """Send what is due now while there is room, never after the deadline or a
-            cancel; False when requests wait for room."""
-            while cancel is None or not cancel.is_set():
-                with lock:
-                    now = time.monotonic()
-                    if state["error"] is not None or now >= deadline:
-                        return True
-                    if len(in_flight) >= settings.max_in_flight:
-                        return False
-                    ready = [i for i, item in enumerate(due) if item[0] <= now]
-                    if not ready:
-                        return True
-                    _, lo, hi, attempt = due.pop(ready[0])
-                send(lo, hi, attempt)
-            return True
-
-        try:
-            while True:
-                wake.clear()
-                room = send_due()
-                with lock:
-                    error, left, done = state["error"], state["left"], state["done"]
-                    next_due = min((item[0] for item in due), default=math.inf)
-                if not room:  # what is due waits for an answer, which sets wake
-                    next_due = math.inf
-                if error is not None:
-                    if isinstance(error, AspectsError):
-                        raise error
-                    raise InferenceError(f"volume {rid}: {error}") from error
-                if left == 0:
-                    break
-                now = time.monotonic()
-                if cancel is not None and cancel.is_set():
-                    raise CancelledError(
-                        f"volume {rid}: cancelled with {done} of {n} items done; nothing returned"
-                    )
-                if now >= deadline:
-                    raise ServerUnavailableError(
-                        f"volume {rid}: no complete answer from {self.url} within the "
-                        f"{settings.deadline_s:g} s overall deadline (--deadline); {done} of "
-                        f"{n} items done; nothing returned"
-                    )
-                wake.wait(max(0.0, min(_POLL_S, deadline - now, next_due - now)))
-        finally:
-            with report:
-                state["open"] = False
-            with lock:  # a failed volume: do not leave its other requests running
-                contexts = [c for c in in_flight.values() if c is not None]
-                in_flight.clear()
-                due.clear()
-            for context in contexts:
-                with contextlib.suppress(Exception):
-                    context.cancel()
-        version = next(iter(answered), self.info.version)
+    def _answer(self, run: VolumeRun, priority: str) -> VolumeAnswer:
+        """What ``run`` gets back (an empty volume: at once), with the model version that
+        answered; a new version is read again for provenance."""
+        version = run.run() or self.info.version
         if version != self.info.version:
             self._refresh_info(version)
         return VolumeAnswer(
-            labels, confidence, model=settings.model, model_version=version, priority=priority
+            run.labels,
+            run.confidence,
+            model=run.settings.model,
+            model_version=version,
+            priority=priority,
         )
+
+    def _submit(self, *args: Any, **kwargs: Any) -> Any:
+        """tritonclient's ``async_infer``, one sender at a time (see ``_send_lock``)."""
+        with self._send_lock:
+            return self._client.async_infer(*args, **kwargs)
+
+    def _count_retry(self) -> None:
+        with self._retry_lock:
+            self.retried += 1
 
     def close(self) -> None:
         self._client.close()
@@ -625,57 +449,6 @@ def channel_args(connect_timeout_s: float = 20.0) -> list[tuple[str, int]]:
     ]
 
 
-def _error(
-    settings: InferenceSettings,
-    url: str,
-    error: Any,
-    rid: str,
-    lo: int,
-    hi: int,
-    attempt: int,
-    timeout: float,
-    late: bool,
-) -> InferenceError:
-    """The error of request ``rid/lo`` (items lo..hi-1) after ``attempt + 1`` attempts, the
-    last with deadline ``timeout``; ``late``: a retry was allowed but would pass the overall
-    deadline."""
-    text = _short(error)
-    where = f"{settings.model} at {url}, request {rid}/{lo} (items {lo}..{hi - 1})"
-    if _RESTRICTED in text:
-        return InferenceError(
-            f"{where}: the server restricts inference to callers with a header ({text}); "
-            "ask its operator"
-        )
-    if _retryable(error):
-        why = (
-            f"the next retry would pass the {settings.deadline_s:g} s overall deadline (--deadline)"
-            if late
-            else "retry later or add capacity"
-        )
-        if _QUEUE_FULL in text:
-            what = "the server's queue for this priority is full"
-        elif _QUEUE_TIMEOUT in text:
-            what = "the request waited in a server queue past its queue timeout"
-        elif _DRAINING in text:
-            what = ("the server is draining (stopping, or reloading the model); send the "
-                    "volume again once it, or another replica, is ready")
-        else:
-            what = "the server is unreachable, not ready or overloaded"
-        return ServerUnavailableError(
-            f"{where}: unavailable or overloaded after {attempt + 1} attempts ({text}): {what}; "
-            f"{why}"
-        )
-    if "DEADLINE_EXCEEDED" in text or "Deadline" in text:
-        if timeout < settings.timeout_s:
-            which = f"{settings.deadline_s:g} s overall deadline (--deadline)"
-        else:
-            which = f"{settings.timeout_s:g} s deadline of one request (--timeout)"
-        return ServerUnavailableError(
-            f"{where}: no answer within the {which} ({text}); the server is too slow or overloaded"
-        )
-    return InferenceError(f"{where}: {text}")
-
-
 def speaks_http(url: str, timeout_s: float = 2.0) -> bool:
     """Whether ``host:port`` answers a plain HTTP/1.0 request (then it is not gRPC)."""
     host, _, port = url.rpartition(":")
@@ -687,37 +460,29 @@ def speaks_http(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _check_seconds_arg(name: str, value: Any) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value >= 0):
-        raise UsageError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+def _checked_stacks(stacks: Any) -> np.ndarray:
+    """``stacks`` as uint8 [N, 3, H, W], else InferenceError."""
+    stacks = np.asarray(stacks)
+    channels = contract.NETWORK_CHANNELS
+    if stacks.dtype != np.uint8 or stacks.ndim != 4 or stacks.shape[1] != channels:
+        raise InferenceError(
+            f"stacks must be uint8 [N, {channels}, H, W], got {stacks.dtype} {stacks.shape}"
+        )
+    return stacks
 
 
-def _short(exc: Any) -> str:
-    status = getattr(exc, "status", lambda: None)()
-    message = getattr(exc, "message", lambda: str(exc))()
-    return " ".join(f"{status or ''} {message}".split())[:300]
+def _volume_id(request_id: Any) -> str:
+    """The volume's request id: ``request_id``, or a fresh uuid4 hex for None."""
+    if request_id is None:
+        return uuid.uuid4().hex
+    if not isinstance(request_id, str) or not request_id:
+        raise UsageError(f"request_id must be a non-empty string, got {request_id!r}")
+    return request_id
 
 
-def _retryable(exc: Any) -> bool:
-    text = _short(exc)
-    if _RESTRICTED in text:  # UNAVAILABLE too, but no retry will carry the header
-        return False
-    return any(marker in text for marker in (*_RETRYABLE, _QUEUE_TIMEOUT, _DRAINING))
-
-
-def _answered_version(result: Any) -> str | None:
-    """The model version in a tritonclient InferResult's response (None if it has none)."""
-    get_response = getattr(result, "get_response", None)
-    if get_response is None:
-        return None
-    version = getattr(get_response(), "model_version", "")
-    return str(version) if version else None
-
-
-def _mixed_versions(model: str, rid: str, versions: dict[str, int]) -> str:
-    parts = ", ".join(f"version {v} (from item {lo})" for v, lo in sorted(versions.items()))
-    return (
-        f"volume {rid}: {model} answered with {parts}: the model changed on the server during "
-        "this volume; nothing returned, segment it again"
-    )
+def _check_deadline(deadline: Any) -> None:
+    ok = isinstance(deadline, numbers.Real) and not isinstance(deadline, bool)
+    if not (ok and math.isfinite(deadline)):
+        raise UsageError(
+            f"deadline must be a finite time.monotonic() value in seconds, got {deadline!r}"
+        )

@@ -45,7 +45,7 @@ SLICER_SUFFIX = REGIONS_SUFFIX + ".ctbl"
 ITKSNAP_SUFFIX = REGIONS_SUFFIX + ".itksnap.txt"
 TSV_SUFFIX = REGIONS_SUFFIX + ".tsv"
 VIEWER_SUFFIXES = (REGIONS_NIFTI_SUFFIX, SLICER_SUFFIX, ITKSNAP_SUFFIX, TSV_SUFFIX)
-# DICOM outputs (aspects_client.dicom_output)
+# DICOM outputs (aspects_client.dicom.output)
 SEG_SUFFIX = "_seg.dcm"
 REPORT_SUFFIX = "_report.dcm"
 CAPTURE_SUFFIX = "_overlay.dcm"
@@ -108,49 +108,60 @@ def plan_outputs(
         raise OutputConflictError("-o/--output is empty; give a JSON file or a directory/")
     out = Path(output)
     as_dir = output.endswith(("/", os.sep)) or out.is_dir()
+    # the optional files by their CLI option's name (--labels, ...), in the options' order
+    asked = {
+        "labels": labels,
+        "overlay": overlay,
+        "lesion": lesion,
+        "seg": seg,
+        "report": report,
+        "capture": capture,
+    }
     if len(sources) > 1:
-        named = (
-            ("--labels", labels),
-            ("--overlay", overlay),
-            ("--lesion", lesion),
-            ("--seg", seg),
-            ("--report", report),
-            ("--capture", capture),
-        )
-        for name, value in named:
-            if isinstance(value, str):
-                raise OutputConflictError(
-                    f"{name} PATH names one file, but {len(sources)} sources were given; "
-                    f"use {name} without a path (files go into the -o directory)"
-                )
-        if not as_dir:
+        _check_several_sources(len(sources), output, as_dir, asked)
+    return [_source_outputs(source, out, as_dir, asked, viewer) for source in sources]
+
+
+def _check_several_sources(
+    n_sources: int, output: str, as_dir: bool, asked: Mapping[str, bool | str]
+) -> None:
+    """OutputConflictError when several sources get one explicit path or no directory."""
+    for field, value in asked.items():
+        if isinstance(value, str):
+            name = f"--{field}"
             raise OutputConflictError(
-                f"-o {printable(output)}: {len(sources)} sources need an output directory; "
-                "give an existing directory or a path ending in '/'"
+                f"{name} PATH names one file, but {n_sources} sources were given; "
+                f"use {name} without a path (files go into the -o directory)"
             )
-    plans = []
-    for source in sources:
-        if as_dir:
-            stem = source_stem(source)
-            json_path = out / f"{stem}{JSON_SUFFIX}"
-            base = out / stem
-        else:
-            json_path = out
-            base = out.with_suffix("") if out.suffix else out
-        plans.append(
-            SourceOutputs(
-                source=source,
-                json=json_path,
-                labels=_optional(labels, base, LABELS_SUFFIX),
-                overlay=_optional(overlay, base, OVERLAY_SUFFIX),
-                lesion=_optional(lesion, base, LESION_SUFFIX),
-                viewer=tuple(_optional(True, base, x) for x in VIEWER_SUFFIXES) if viewer else (),
-                seg=_optional(seg, base, SEG_SUFFIX),
-                report=_optional(report, base, REPORT_SUFFIX),
-                capture=_optional(capture, base, CAPTURE_SUFFIX),
-            )
+    if not as_dir:
+        raise OutputConflictError(
+            f"-o {printable(output)}: {n_sources} sources need an output directory; "
+            "give an existing directory or a path ending in '/'"
         )
-    return plans
+
+
+def _source_outputs(
+    source: str, out: Path, as_dir: bool, asked: Mapping[str, bool | str], viewer: bool
+) -> SourceOutputs:
+    """One source's files: ``<stem>*`` in the directory ``out``, else beside the JSON ``out``."""
+    if as_dir:
+        stem = source_stem(source)
+        json_path = out / f"{stem}{JSON_SUFFIX}"
+        base = out / stem
+    else:
+        json_path = out
+        base = out.with_suffix("") if out.suffix else out
+    return SourceOutputs(
+        source=source,
+        json=json_path,
+        labels=_optional(asked["labels"], base, LABELS_SUFFIX),
+        overlay=_optional(asked["overlay"], base, OVERLAY_SUFFIX),
+        lesion=_optional(asked["lesion"], base, LESION_SUFFIX),
+        viewer=tuple(_optional(True, base, x) for x in VIEWER_SUFFIXES) if viewer else (),
+        seg=_optional(asked["seg"], base, SEG_SUFFIX),
+        report=_optional(asked["report"], base, REPORT_SUFFIX),
+        capture=_optional(asked["capture"], base, CAPTURE_SUFFIX),
+    )
 
 
 def _optional(value: bool | str, base: Path, suffix: str) -> Path | None:

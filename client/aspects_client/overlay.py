@@ -4,7 +4,7 @@ Slices are shown in radiological convention (patient right on the image's left),
 square pixels, and labelled with the original file's slice index.  When the document's QC
 (``aspects_client.qc``) failed, a red banner under the title lists its flags and the
 slices it names are shown first, framed in red with a "QC" tag.  When the volume was scored
-(``aspects_client.scoring``), a band under the title gives the ASPECTS score and the
+(``aspects_client.scoring.score``), a band under the title gives the ASPECTS score and the
 affected regions, the lesion is filled in red, affected regions are hatched, and the
 slices with the most lesion are shown first.
 """
@@ -73,13 +73,42 @@ def render_overlay(
     uint8 [N, H, W] (to hatch the affected regions).
     """
     flagged = flagged_slices(qc)
+    priority = _priority_slices(flagged, lesion)
+    chosen = list(indices) if indices is not None else choose_slices(contours, priority=priority)
+    by_index = {sc.index: sc for sc in contours}
+    affected = _affected_mask(score, classes, hemispheres)
+    tiles = _tiles(slices, by_index, geometry, chosen, flagged, lesion, affected)
+    grid = _tile_grid(tiles)
+    canvas = np.hstack([grid, _legend(grid.shape[0])])
+    header = _header(canvas.shape[1], title, note, qc)
+    if score is not None:
+        header = np.vstack([header, _score_band(canvas.shape[1], score)])
+    canvas = np.vstack([header, canvas])
+    ok, png = cv2.imencode(".png", canvas)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the overlay PNG")
+    return png.tobytes()
+
+
+def _priority_slices(flagged: Mapping[int, Any], lesion: np.ndarray | None) -> list[int]:
+    """Slices to show first: QC-flagged ones, then those with lesion, most lesion first."""
     priority = list(flagged)
     if lesion is not None and lesion.any():
         area = lesion.reshape(len(lesion), -1).sum(axis=1)
         priority += [int(n) for n in np.argsort(-area, kind="stable") if area[n] > 0]
-    chosen = list(indices) if indices is not None else choose_slices(contours, priority=priority)
-    by_index = {sc.index: sc for sc in contours}
-    affected = _affected_mask(score, classes, hemispheres)
+    return priority
+
+
+def _tiles(
+    slices: np.ndarray,
+    by_index: Mapping[int, SliceContours],
+    geometry: Geometry,
+    chosen: Sequence[int],
+    flagged: Mapping[int, Sequence[str]],
+    lesion: np.ndarray | None,
+    affected: np.ndarray | None,
+) -> list[np.ndarray]:
+    """The BGR tiles of the chosen slices in the stack (one black tile when none)."""
     tiles = [
         _tile(
             slices[n],
@@ -95,6 +124,11 @@ def render_overlay(
     ]
     if not tiles:
         tiles = [np.zeros((TILE_PX, TILE_PX, 3), np.uint8)]
+    return tiles
+
+
+def _tile_grid(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    """The tiles laid out row by row, at most three per row, in cells of the largest tile."""
     cols = min(3, len(tiles))
     rows = -(-len(tiles) // cols)
     th = max(t.shape[0] for t in tiles)
@@ -103,15 +137,7 @@ def render_overlay(
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
         grid[r * th : r * th + t.shape[0], c * tw : c * tw + t.shape[1]] = t
-    canvas = np.hstack([grid, _legend(grid.shape[0])])
-    header = _header(canvas.shape[1], title, note, qc)
-    if score is not None:
-        header = np.vstack([header, _score_band(canvas.shape[1], score)])
-    canvas = np.vstack([header, canvas])
-    ok, png = cv2.imencode(".png", canvas)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the overlay PNG")
-    return png.tobytes()
+    return grid
 
 
 def _tile(

@@ -154,9 +154,7 @@ def check_asymmetry(
     flagged: list[str] = []
     flags: list[str] = []
     for key in contract.REGION_KEYS:
-        entry = summary.get(key, {})
-        vox = {h: int(entry.get(h, {}).get("voxels", 0)) for h in (r_key, l_key)}
-        ml = {h: float(entry.get(h, {}).get("volume_ml", 0.0)) for h in (r_key, l_key)}
+        vox, ml = _side_volumes(summary.get(key, {}))
         value = asymmetry(vox[r_key], vox[l_key])
         is_flagged = value > max_asymmetry and max(ml.values()) >= min_volume_ml
         values[key] = {
@@ -164,50 +162,71 @@ def check_asymmetry(
             "volume_ml": ml,
             "flagged": is_flagged,
         }
-        if not is_flagged:
-            continue
-        flagged.append(key)
-        present = [h for h in (r_key, l_key) if vox[h] > 0]
-        if len(present) == 1:
-            side = present[0]
-            other = l_key if side == r_key else r_key
-            flags.append(
-                f"{region_label(key)}: only in the {_SIDE_NAME[side]} hemisphere "
-                f"({ml[side]:.2f} mL), none on the {_SIDE_NAME[other]}"
-            )
-        else:
-            flags.append(
-                f"{region_label(key)}: left/right volume asymmetry {_pct(value)} "
-                f"(> {_pct(max_asymmetry)}; R {ml[r_key]:.2f} mL, L {ml[l_key]:.2f} mL)"
-            )
-    passed = not flagged
-    if passed:
-        message = (
-            f"Every region's left/right volume asymmetry is within {_pct(max_asymmetry)} "
-            f"(regions under {min_volume_ml:g} mL on both sides are not judged)."
-        )
-    else:
-        message = (
-            f"{len(flagged)} region(s) differ between the patient's hemispheres by more than "
-            f"{_pct(max_asymmetry)} ({', '.join(k.upper() for k in flagged)}): check the head "
-            "position (tilt/rotation, mid-sagittal plane) and the image contrast, then review "
-            "these regions on the overlay before using their volumes or scores."
-        )
-        if plane_method is not None and plane_method != hemisphere.METHOD_BILATERAL:
-            message += (
-                " The mid-sagittal plane could not be estimated from the labels and was set "
-                f"by a fallback ({_PLANE_NAME.get(plane_method, plane_method)}): the "
-                "left/right split may be wrong."
-            )
+        if is_flagged:
+            flagged.append(key)
+            flags.append(_asymmetry_flag(key, vox, ml, value, max_asymmetry))
     return {
-        "passed": passed,
+        "passed": not flagged,
         "values": values,
         "threshold": max_asymmetry,
         "min_volume_ml": min_volume_ml,
         "regions": flagged,
         "flags": flags,
-        "message": message,
+        "message": _asymmetry_message(flagged, max_asymmetry, min_volume_ml, plane_method),
     }
+
+
+def _side_volumes(
+    entry: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, int], dict[str, float]]:
+    """({hemisphere: voxels}, {hemisphere: volume_ml}) of one region's summary, right first."""
+    sides = (contract.HEMISPHERE_RIGHT, contract.HEMISPHERE_LEFT)
+    vox = {h: int(entry.get(h, {}).get("voxels", 0)) for h in sides}
+    ml = {h: float(entry.get(h, {}).get("volume_ml", 0.0)) for h in sides}
+    return vox, ml
+
+
+def _asymmetry_flag(
+    key: str, vox: Mapping[str, int], ml: Mapping[str, float], value: float, max_asymmetry: float
+) -> str:
+    """The flag of an asymmetric region: on one side only, or its asymmetry and volumes."""
+    r_key, l_key = contract.HEMISPHERE_RIGHT, contract.HEMISPHERE_LEFT
+    present = [h for h in (r_key, l_key) if vox[h] > 0]
+    if len(present) == 1:
+        side = present[0]
+        other = l_key if side == r_key else r_key
+        return (
+            f"{region_label(key)}: only in the {_SIDE_NAME[side]} hemisphere "
+            f"({ml[side]:.2f} mL), none on the {_SIDE_NAME[other]}"
+        )
+    return (
+        f"{region_label(key)}: left/right volume asymmetry {_pct(value)} "
+        f"(> {_pct(max_asymmetry)}; R {ml[r_key]:.2f} mL, L {ml[l_key]:.2f} mL)"
+    )
+
+
+def _asymmetry_message(
+    flagged: Sequence[str], max_asymmetry: float, min_volume_ml: float, plane_method: str | None
+) -> str:
+    """The asymmetry check's message: all within bounds, or what to check and review."""
+    if not flagged:
+        return (
+            f"Every region's left/right volume asymmetry is within {_pct(max_asymmetry)} "
+            f"(regions under {min_volume_ml:g} mL on both sides are not judged)."
+        )
+    message = (
+        f"{len(flagged)} region(s) differ between the patient's hemispheres by more than "
+        f"{_pct(max_asymmetry)} ({', '.join(k.upper() for k in flagged)}): check the head "
+        "position (tilt/rotation, mid-sagittal plane) and the image contrast, then review "
+        "these regions on the overlay before using their volumes or scores."
+    )
+    if plane_method is not None and plane_method != hemisphere.METHOD_BILATERAL:
+        message += (
+            " The mid-sagittal plane could not be estimated from the labels and was set "
+            f"by a fallback ({_PLANE_NAME.get(plane_method, plane_method)}): the "
+            "left/right split may be wrong."
+        )
+    return message
 
 
 # --- 2. level consistency ---------------------------------------------------------------
@@ -230,16 +249,49 @@ def check_levels(
     >= max(min_fraction * T, min_pixels).
     """
     g_keys, s_keys = set(ganglionic), set(supraganglionic)
+    values = _mixed_level_sides(slices, min_fraction, min_pixels, g_keys, s_keys)
+    slice_list = sorted({v["slice_index"] for v in values})
+    flags, message = _levels_flags_and_message(values, slice_list)
+    return {
+        "passed": not values,
+        "values": values,
+        "threshold": min_fraction,
+        "min_pixels": min_pixels,
+        "slices": slice_list,
+        "flags": flags,
+        "message": message,
+    }
+
+
+def _level_pixels(
+    areas: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    hemi: str,
+    g_keys: set[str],
+    s_keys: set[str],
+) -> tuple[int, int, int]:
+    """(ganglionic, supraganglionic, all labelled) pixels of one slice's hemisphere."""
+    g = s = total = 0
+    for key, by_hemi in areas.items():
+        px = int(by_hemi.get(hemi, {}).get("pixels", 0))
+        total += px
+        g += px if key in g_keys else 0
+        s += px if key in s_keys else 0
+    return g, s, total
+
+
+def _mixed_level_sides(
+    slices: Sequence[Mapping[str, Any]],
+    min_fraction: float,
+    min_pixels: int,
+    g_keys: set[str],
+    s_keys: set[str],
+) -> list[dict[str, Any]]:
+    """The check's values: every slice side with both levels above the threshold."""
     values: list[dict[str, Any]] = []
     for entry in slices:
         areas = entry.get("areas", {})
         for hemi in contract.HEMISPHERES:
-            g = s = total = 0
-            for key, by_hemi in areas.items():
-                px = int(by_hemi.get(hemi, {}).get("pixels", 0))
-                total += px
-                g += px if key in g_keys else 0
-                s += px if key in s_keys else 0
+            g, s, total = _level_pixels(areas, hemi, g_keys, s_keys)
             need = max(min_fraction * total, min_pixels)
             if total and g >= need and s >= need:
                 values.append(
@@ -252,32 +304,27 @@ def check_levels(
                         "labelled_pixels": total,
                     }
                 )
-    slice_list = sorted({v["slice_index"] for v in values})
-    passed = not values
-    flags = []
-    if not passed:
-        sides: dict[int, list[str]] = {}
-        for v in values:
-            sides.setdefault(v["slice_index"], []).append(v["hemisphere"].upper())
-        where = ", ".join(f"{i} ({'+'.join(sides[i])})" for i in slice_list)
-        flags.append(f"ganglionic and supraganglionic regions on the same side: slice {where}")
-        message = (
-            "ASPECTS reads M1-M3, I, L, C and IC at the basal-ganglia level and M4-M6 above "
-            f"it, but slice(s) {', '.join(map(str, slice_list))} hold both on one side: check "
-            "the head position (strong tilt) and the slice coverage, and review these slices "
-            "on the overlay before scoring them."
-        )
-    else:
-        message = "No slice side holds substantial ganglionic and supraganglionic regions."
-    return {
-        "passed": passed,
-        "values": values,
-        "threshold": min_fraction,
-        "min_pixels": min_pixels,
-        "slices": slice_list,
-        "flags": flags,
-        "message": message,
-    }
+    return values
+
+
+def _levels_flags_and_message(
+    values: Sequence[Mapping[str, Any]], slice_list: Sequence[int]
+) -> tuple[list[str], str]:
+    """(flags, message) of the level check: the mixed slices and their sides, or none."""
+    if not values:
+        return [], "No slice side holds substantial ganglionic and supraganglionic regions."
+    sides: dict[int, list[str]] = {}
+    for v in values:
+        sides.setdefault(v["slice_index"], []).append(v["hemisphere"].upper())
+    where = ", ".join(f"{i} ({'+'.join(sides[i])})" for i in slice_list)
+    flag = f"ganglionic and supraganglionic regions on the same side: slice {where}"
+    message = (
+        "ASPECTS reads M1-M3, I, L, C and IC at the basal-ganglia level and M4-M6 above "
+        f"it, but slice(s) {', '.join(map(str, slice_list))} hold both on one side: check "
+        "the head position (strong tilt) and the slice coverage, and review these slices "
+        "on the overlay before scoring them."
+    )
+    return [flag], message
 
 
 # --- 3. labels outside the head ---------------------------------------------------------
@@ -366,6 +413,26 @@ def check_outside_head(
     lab = np.asarray(labelled, dtype=np.int64)
     total = int(lab.sum())
     value = float(out.sum()) / total if total else 0.0
+    values = _outside_values(out, lab, slice_indices)
+    worst = [v for v in values if v["outside_pixels"] / v["labelled_pixels"] > max_fraction]
+    worst.sort(key=lambda v: -v["fraction"])
+    slice_list = sorted(v["slice_index"] for v in worst)
+    flags, message = _outside_flags_and_message(value, worst, slice_list, max_fraction)
+    return {
+        "passed": value <= max_fraction,
+        "value": round(value, _DECIMALS),
+        "values": values,
+        "threshold": max_fraction,
+        "slices": slice_list,
+        "flags": flags,
+        "message": message,
+    }
+
+
+def _outside_values(
+    out: np.ndarray, lab: np.ndarray, slice_indices: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Per labelled display slice: its pixel counts and the fraction outside the head."""
     values = []
     for n, (o, t) in enumerate(zip(out.tolist(), lab.tolist(), strict=True)):
         if t:
@@ -378,38 +445,31 @@ def check_outside_head(
                     "fraction": round(o / t, _DECIMALS),
                 }
             )
-    worst = [v for v in values if v["outside_pixels"] / v["labelled_pixels"] > max_fraction]
-    worst.sort(key=lambda v: -v["fraction"])
-    slice_list = sorted(v["slice_index"] for v in worst)
-    passed = value <= max_fraction
-    flags = []
-    if passed:
+    return values
+
+
+def _outside_flags_and_message(
+    value: float, worst: Sequence[Mapping[str, Any]], slice_list: Sequence[int], max_fraction: float
+) -> tuple[list[str], str]:
+    """(flags, message) of the outside-head check; ``worst``: slices above, worst first."""
+    if value <= max_fraction:
         message = (
             f"{_pct(value, 2)} of the labelled pixels lie outside the head "
             f"(at most {_pct(max_fraction)})."
         )
-    else:
-        review = ", ".join(map(str, sorted(v["slice_index"] for v in worst[:6])))
-        more = f" (+{len(worst) - 6} more)" if len(worst) > 6 else ""
-        flags.append(
-            f"{_pct(value, 1)} of labelled pixels outside the head (> {_pct(max_fraction)})"
-            + (f": slice {review}{more}" if review else "")
-        )
-        message = (
-            f"{_pct(value, 1)} of the labelled pixels lie where the image shows no head: check "
-            "the image contrast (intensity window, b-value/series) and the head position in the "
-            "field of view, and review "
-            + (f"slices {', '.join(map(str, slice_list))}." if slice_list else "the overlay.")
-        )
-    return {
-        "passed": passed,
-        "value": round(value, _DECIMALS),
-        "values": values,
-        "threshold": max_fraction,
-        "slices": slice_list,
-        "flags": flags,
-        "message": message,
-    }
+        return [], message
+    review = ", ".join(map(str, sorted(v["slice_index"] for v in worst[:6])))
+    more = f" (+{len(worst) - 6} more)" if len(worst) > 6 else ""
+    flag = f"{_pct(value, 1)} of labelled pixels outside the head (> {_pct(max_fraction)})" + (
+        f": slice {review}{more}" if review else ""
+    )
+    message = (
+        f"{_pct(value, 1)} of the labelled pixels lie where the image shows no head: check "
+        "the image contrast (intensity window, b-value/series) and the head position in the "
+        "field of view, and review "
+        + (f"slices {', '.join(map(str, slice_list))}." if slice_list else "the overlay.")
+    )
+    return [flag], message
 
 
 # --- all of it ----------------------------------------------------------------------------

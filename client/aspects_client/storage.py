@@ -9,8 +9,6 @@ subclass; messages are one line and never contain a secret.
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from .errors import (
     StorageUnreachableError,
     UsageError,
 )
+from .validators import check_int, check_seconds
 
 DEFAULT_MAX_OBJECT_BYTES = 1024**3  # 1 GiB of (usually gzip-compressed) NIfTI
 MAX_ATTEMPTS_LIMIT = 20
@@ -74,25 +73,10 @@ class S3Settings:
     max_attempts: int = 3
 
     def __post_init__(self) -> None:
-        _check_int(self.max_object_bytes, "--max-object-bytes (S3Settings.max_object_bytes)", 1)
-        _check_seconds(self.connect_timeout_s, "S3Settings.connect_timeout_s")
-        _check_seconds(self.read_timeout_s, "S3Settings.read_timeout_s")
-        _check_int(self.max_attempts, "S3Settings.max_attempts", 1, MAX_ATTEMPTS_LIMIT)
-
-
-def _check_int(value: object, name: str, low: int, high: int | None = None) -> None:
-    """UsageError unless value is an integer (not bool) in [low, high]."""
-    bad = isinstance(value, bool) or not isinstance(value, numbers.Integral)
-    if bad or value < low or (high is not None and value > high):  # type: ignore[operator]
-        span = f">= {low:,}" if high is None else f"from {low} to {high}"
-        raise UsageError(f"{name} must be a whole number {span}, got {value!r}")
-
-
-def _check_seconds(value: object, name: str) -> None:
-    """UsageError unless value is a finite number of seconds > 0 (not bool)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
-        raise UsageError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+        check_int(self.max_object_bytes, "--max-object-bytes (S3Settings.max_object_bytes)", 1)
+        check_seconds(self.connect_timeout_s, "S3Settings.connect_timeout_s")
+        check_seconds(self.read_timeout_s, "S3Settings.read_timeout_s")
+        check_int(self.max_attempts, "S3Settings.max_attempts", 1, MAX_ATTEMPTS_LIMIT)
 
 
 # --- URLs --------------------------------------------------------------------------------
@@ -307,7 +291,7 @@ def fetch_object(
     """
     import botocore.exceptions as bce
 
-    _check_int(max_bytes, "max_bytes (--max-object-bytes)", 1)
+    check_int(max_bytes, "max_bytes (--max-object-bytes)", 1)
     bucket, key = parse_s3_url(url)
     shown = _show(url)
     _check_cancel(cancel, shown)
@@ -325,7 +309,7 @@ def fetch_object(
         finally:
             body.close()
     except (bce.ClientError, bce.BotoCoreError) as exc:
-        raise _botocore_error(shown, bucket, exc) from None
+        raise botocore_error(shown, bucket, exc) from None
     except OSError as exc:
         raise StorageUnreachableError(
             f"{shown}: the download was interrupted ({type(exc).__name__}); try again"
@@ -337,7 +321,7 @@ def _check_cancel(cancel: threading.Event | None, shown: str) -> None:
         raise CancelledError(f"{shown}: download cancelled")
 
 
-def _botocore_error(url: str, bucket: str, exc: Any) -> StorageError:
+def botocore_error(url: str, bucket: str, exc: Any) -> StorageError:
     """The StorageError for a botocore failure of one download (never its message text)."""
     import botocore.exceptions as bce
 

@@ -247,52 +247,82 @@ def _inflate_bounded(
     raw: bytes | bytearray | memoryview, label: str, limits: Limits, volume_index: int | None
 ) -> bytearray:
     stream = _GzipStream(raw)
-    head = bytearray()
     n_raw = len(raw)
     try:
         # 1. inflate just enough for the header, check it, then size the output from it
-        while len(head) < NIFTI2_HEADER_BYTES:
-            chunk = stream.read(NIFTI2_HEADER_BYTES - len(head))
-            if not chunk:
-                break
-            head += chunk
-        if len(head) < NIFTI1_HEADER_BYTES and not stream.complete:
-            raise CorruptVolumeError(
-                f"{label}: truncated: the gzip stream ends after {len(head)} inflated bytes, "
-                "inside the NIfTI header; re-download or re-export the file"
-            )
-        header = _parse_header(head, label)
-        expected = check_layout(header, label, limits, volume_index)
-        if expected > n_raw * MAX_DEFLATE_RATIO + NIFTI2_HEADER_BYTES:
-            raise CorruptVolumeError(
-                f"{label}: truncated: the file is incomplete: its {n_raw:,} compressed bytes "
-                f"cannot hold the {expected:,} bytes its header declares; "
-                "re-download or re-export the file"
-            )
-        out = bytearray(expected)
-        out[: len(head)] = head[:expected]
-        filled = min(len(head), expected)
-        extra = max(0, len(head) - expected)
+        head = _inflate_header(stream, label)
+        expected = _declared_bytes(head, n_raw, label, limits, volume_index)
         # 2. inflate the rest straight into the buffer; count what overflows it
-        while True:
-            want = min(_INFLATE_CHUNK, max(expected - filled, 0) + _TRAILING_SLACK - extra + 1)
-            chunk = stream.read(want)
-            if not chunk:
-                break
-            take = min(len(chunk), expected - filled)
-            if take > 0:
-                out[filled : filled + take] = chunk[:take]
-                filled += take
-            extra += len(chunk) - take
-            if extra > _TRAILING_SLACK:
-                raise DecompressionBombError(
-                    f"{label}: the gzip stream inflates past the {expected:,} bytes its NIfTI "
-                    "header declares; refusing it (possible gzip bomb). Re-export the volume."
-                )
+        out, filled = _inflate_body(stream, head, expected, label)
     except (zlib.error, _inflate_lib.error) as exc:
         raise CorruptVolumeError(
             f"{label}: the gzip stream is corrupt ({exc}); re-export or re-upload the file"
         ) from None
+    _check_inflated(stream, filled, expected, n_raw, label)
+    return out
+
+
+def _inflate_header(stream: _GzipStream, label: str) -> bytearray:
+    """Up to NIFTI2_HEADER_BYTES inflated; CorruptVolumeError if short of a NIfTI-1 header."""
+    head = bytearray()
+    while len(head) < NIFTI2_HEADER_BYTES:
+        chunk = stream.read(NIFTI2_HEADER_BYTES - len(head))
+        if not chunk:
+            break
+        head += chunk
+    if len(head) < NIFTI1_HEADER_BYTES and not stream.complete:
+        raise CorruptVolumeError(
+            f"{label}: truncated: the gzip stream ends after {len(head)} inflated bytes, "
+            "inside the NIfTI header; re-download or re-export the file"
+        )
+    return head
+
+
+def _declared_bytes(
+    head: bytearray, n_raw: int, label: str, limits: Limits, volume_index: int | None
+) -> int:
+    """The file size the checked header declares; refused beyond what n_raw can inflate to."""
+    header = _parse_header(head, label)
+    expected = check_layout(header, label, limits, volume_index)
+    if expected > n_raw * MAX_DEFLATE_RATIO + NIFTI2_HEADER_BYTES:
+        raise CorruptVolumeError(
+            f"{label}: truncated: the file is incomplete: its {n_raw:,} compressed bytes "
+            f"cannot hold the {expected:,} bytes its header declares; "
+            "re-download or re-export the file"
+        )
+    return expected
+
+
+def _inflate_body(
+    stream: _GzipStream, head: bytearray, expected: int, label: str
+) -> tuple[bytearray, int]:
+    """(the expected-size buffer, bytes filled); DecompressionBombError past the slack."""
+    out = bytearray(expected)
+    out[: len(head)] = head[:expected]
+    filled = min(len(head), expected)
+    extra = max(0, len(head) - expected)
+    while True:
+        want = min(_INFLATE_CHUNK, max(expected - filled, 0) + _TRAILING_SLACK - extra + 1)
+        chunk = stream.read(want)
+        if not chunk:
+            break
+        take = min(len(chunk), expected - filled)
+        if take > 0:
+            out[filled : filled + take] = chunk[:take]
+            filled += take
+        extra += len(chunk) - take
+        if extra > _TRAILING_SLACK:
+            raise DecompressionBombError(
+                f"{label}: the gzip stream inflates past the {expected:,} bytes its NIfTI "
+                "header declares; refusing it (possible gzip bomb). Re-export the volume."
+            )
+    return out, filled
+
+
+def _check_inflated(
+    stream: _GzipStream, filled: int, expected: int, n_raw: int, label: str
+) -> None:
+    """CorruptVolumeError when the stream gave fewer bytes than declared, or has no end."""
     if filled < expected:
         raise CorruptVolumeError(
             f"{label}: truncated: the file is incomplete: its {n_raw:,} compressed bytes "
@@ -305,7 +335,6 @@ def _inflate_bounded(
             f"the {expected:,} bytes its header declares but the gzip stream has no end "
             "(trailer missing); re-download the file"
         )
-    return out
 
 
 def memory_bound(n_voxels: int, itemsize: int, *, compressed: bool, scaled: bool) -> int:

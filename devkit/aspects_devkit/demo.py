@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .commands import Command
+from .commands import main as run_commands
+
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of ``aspects-dev demo``."""
@@ -44,11 +47,14 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO = Command(
+    "demo", "the embedded demo: export, local Triton + S3, segment", add_demo_arguments, run_demo
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m aspects_devkit.demo`` = ``aspects-dev demo``."""
-    from .cli import main as devkit_main
-
-    return devkit_main(["demo", *(argv if argv is not None else sys.argv[1:])])
+    return run_commands([DEMO], ["demo", *(argv if argv is not None else sys.argv[1:])])
 
 
 def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> dict:
@@ -59,7 +65,6 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
     from aspects_client.document import validate
     from aspects_client.geometry import to_display
     from aspects_client.outputs import write_atomic
-    from aspects_client.overlay import render_overlay
     from aspects_client.storage import make_s3_client
     from aspects_client.volume_io import load_volume
     from aspects_export.dice import class_counts, mean_region_dice, region_dice
@@ -72,6 +77,9 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
     def stage(name: str, t0: float) -> None:
         timings[name] = time.perf_counter() - t0
         print(f"[demo] {name}: {timings[name]:.2f} s", file=sys.stderr)
+
+    import onnx  # noqa: F401  the [devkit] extra's heaviest needs: missing, nothing is written
+    import torch  # noqa: F401
 
     ensure_atlas()  # the phantom and the precision gate need it: fetched once, up front
     out.mkdir(parents=True, exist_ok=True)
@@ -135,10 +143,8 @@ def run(out: Path, *, seed: int, orientation: str, checkpoint: str = "demo") -> 
     truth_result = assemble(volume, prepared, truth, overlay=False)
     write_atomic(
         out / "overlay_truth.png",
-        render_overlay(
-            prepared.slices,
-            truth_result.contours,
-            prepared.geometry,
+        truth_result.render(
+            prepared,
             title=f"{url}: phantom ground truth",
             note="exact phantom labels, for comparison",
         ),

@@ -25,9 +25,9 @@ import time
 import weakref
 from pathlib import Path
 
-from aspects_client.errors import LocalServerError
+from aspects_devkit.errors import LocalServerError
 
-from .local_triton import free_port, tail_lines
+from .processes import free_port, tail_lines
 
 ENV_WEED = "ASPECTS_WEED"
 REGION = "us-east-1"

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,12 +27,15 @@ import urllib.error
 import urllib.request
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from aspects_client.errors import LocalServerError
+from aspects_devkit.errors import LocalServerError
+
+from .commands import Command
+from .commands import main as run_commands
+from .processes import LOG_TAIL_LINES, free_port, tail_lines
 
 ENV_SERVER_VENV = "ASPECTS_SERVER_VENV"
 DEFAULT_SERVER_VENV_NAME = ".venv-server"
@@ -43,7 +45,6 @@ DEFAULT_SERVER_VENV_NAME = ".venv-server"
 SHM_DEFAULT_BYTES = 256 * 1024 * 1024
 SHM_GROWTH_BYTES = 64 * 1024 * 1024
 SHM_DIR = "/dev/shm"
-LOG_TAIL_LINES = 30
 ModelControlMode = Literal["none", "explicit", "poll"]
 
 
@@ -92,13 +93,6 @@ def _pytriton_dir(venv: Path) -> tuple[Path, str]:
     )
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 # Log lines that are expected on a machine without a GPU (architecture §6).
 _HARMLESS = re.compile(r"CUDA|Cuda|cuda|NVML|DCGM|pinned memory")
 
@@ -120,14 +114,6 @@ def _log_errors(path: Path, limit: int = 8, width: int = 500) -> str:
 
 def _port_clash(message: str) -> bool:
     return "already in use" in message or "Address in use" in message
-
-
-def tail_lines(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with path.open("r", encoding="utf-8", errors="replace") as handle:
-            return "".join(deque(handle, maxlen=lines))
-    except OSError:
-        return "(no server log)"
 
 
 _LIVE: weakref.WeakSet[LocalTriton] = weakref.WeakSet()
@@ -522,11 +508,18 @@ def run_serve_local(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+SERVE_LOCAL = Command(
+    "serve-local",
+    "run the local CPU Triton until Ctrl-C or SIGTERM",
+    add_serve_local_arguments,
+    run_serve_local,
+)
+
+
 def serve_local_main(argv: Sequence[str] | None = None) -> int:
     """``python -m aspects_devkit.local_triton REPOSITORY`` = ``aspects-dev serve-local``."""
-    from .cli import main as devkit_main
-
-    return devkit_main(["serve-local", *(argv if argv is not None else sys.argv[1:])])
+    argv = argv if argv is not None else sys.argv[1:]
+    return run_commands([SERVE_LOCAL], ["serve-local", *argv])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ Accepted files (always read with ``torch.load(weights_only=True)``: no pickled c
   (the ``model.`` prefix is stripped; a ``net.``/``module.`` prefix from DataParallel too);
 - a ``.safetensors`` file (FP16/BF16 tensors are upcast to FP32).
 
+A ``metadata.json`` beside the file (``aspects_export.model_description``) is checked first:
+a description that disagrees with the contract or names another sha256 is refused.
+
 ``load_into`` refuses anything that does not fit exactly, with one ``CheckpointError`` that
 lists missing keys, unexpected keys and shape mismatches.  Two spec strings name built-in
 weights:
@@ -28,7 +31,8 @@ from pathlib import Path
 import torch
 
 from aspects_client import contract
-from aspects_client.errors import CheckpointError
+from aspects_export.errors import CheckpointError
+from aspects_export.model_description import METADATA_FILE, check_description
 
 DEMO_SPEC = "demo"
 DEMO_WEIGHTS = Path("models") / "demo" / "aspects-unet-effb3-synth.safetensors"
@@ -88,6 +92,8 @@ def load_checkpoint(path: str | Path) -> StateDict:
         )
     if not path.is_file():
         raise CheckpointError(f"checkpoint is not a file: {path}")
+    if (path.parent / METADATA_FILE).is_file():  # a description beside it: it must agree
+        check_description(path.parent / METADATA_FILE, weights=path)
     raw = _load_safetensors(path) if path.suffix == ".safetensors" else _load_torch(path)
     return _normalise(_unwrap(raw, path), path)
 

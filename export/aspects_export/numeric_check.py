@@ -25,7 +25,7 @@ import numpy as np
 
 from aspects_client import contract
 from aspects_client import server_reference as ref
-from aspects_client.errors import ExportError
+from aspects_export.errors import ExportError
 from aspects_synth.atlas import sha256_file
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from aspects_client import contract
-from aspects_client.errors import ExportError
+from aspects_export.errors import ExportError
 
 ENGINE_FILE = "unet.plan"
 TENSORRT_REPORT_FILE = "tensorrt_report.json"

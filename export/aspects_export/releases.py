@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aspects_client import contract
-from aspects_client.errors import ExportError
+from aspects_export.errors import ExportError
 
 RELEASES_DIR = "releases"
 MANIFEST_FILE = "RELEASE.json"

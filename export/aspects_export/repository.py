@@ -40,7 +40,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aspects_client import contract
-from aspects_client.errors import ExportError
+from aspects_export.errors import ExportError
 from aspects_synth.atlas import sha256_file
 
 CONFIG_FILE = "config.pbtxt"

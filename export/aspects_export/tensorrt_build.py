@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from aspects_client import contract
-from aspects_client.errors import ExportError
+from aspects_export.errors import ExportError
 from aspects_export.numeric_check import sha256_file
 
 PROFILE_BATCH: tuple[int, int, int] = (1, 8, contract.MAX_BATCH_SIZE)  # min / opt / max

@@ -14,7 +14,7 @@ The DICOM grid is the NIfTI grid: voxel (i, j, k) = pixel (column i, row j) of s
 so the instance of slice k has ImagePositionPatient = LPS(affine @ (0, 0, k)),
 ImageOrientationPatient = the LPS directions of the first two affine columns, PixelSpacing
 = (row spacing, column spacing) = (|column 1|, |column 0|).  Reading the series back
-(``aspects_client.dicom_input``) reproduces the voxels' world positions exactly.
+(``aspects_client.dicom.read``) reproduces the voxels' world positions exactly.
 
 Values: integral data within 0..65535 is stored as is (slope 1, intercept 0, exact); other
 data as uint16 with slope = range / 65535 and intercept = minimum (error ≤ slope / 2).

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aspects_devkit.errors import LocalServerError
 from aspects_devkit.local_triton import LocalTriton, find_server_venv
 
 from aspects_client import contract
-from aspects_client.errors import LocalServerError
 
 
 @dataclass(frozen=True)

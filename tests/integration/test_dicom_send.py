@@ -15,14 +15,14 @@ import pytest
 from aspects_devkit.local_triton import free_port
 
 from aspects_client import contract
-from aspects_client.dicom_input import read_dicom_files
-from aspects_client.dicom_output import (
+from aspects_client.dicom.output import (
     capture_dataset,
     dataset_bytes,
     report_dataset,
     segmentation_dataset,
 )
-from aspects_client.dicom_send import (
+from aspects_client.dicom.read import read_dicom_files
+from aspects_client.dicom.send import (
     AssociationRejectedError,
     DicomNode,
     DicomNodeUnreachableError,
@@ -31,7 +31,7 @@ from aspects_client.dicom_send import (
     send_datasets,
 )
 from aspects_client.errors import CancelledError, UsageError
-from aspects_client.lesions import aspects_score
+from aspects_client.scoring.lesions import aspects_score
 from aspects_synth.dicom_series import series_from_image, to_bytes
 
 pytestmark = pytest.mark.integration

@@ -271,6 +271,30 @@ def test_retries_stop_at_the_overall_deadline(triton_oracle: ServedRepository) -
         assert "UNAVAILABLE" in message and "2 s overall deadline" in message, message
 
 
+def test_an_absolute_deadline_replaces_deadline_s(
+    triton_oracle: ServedRepository, oracle_in_process: InProcessEnsemble
+) -> None:
+    """``deadline=`` (a time.monotonic() value, e.g. taken before the download): one already
+    past fails at once, naming --deadline and its seconds, sending nothing; a far one works."""
+    slices = _slices(20, size=64, seed=13)
+    settings = InferenceSettings(deadline_s=5.0)
+    with _segmenter(triton_oracle.server.grpc_url, settings) as seg:
+        sent = _record_sends(seg)
+        t0 = time.monotonic()
+        with pytest.raises(ServerUnavailableError) as caught:
+            seg.infer(slices, request_id="started-early", deadline=t0 - 4.0)
+        seconds = time.monotonic() - t0
+        message = str(caught.value)
+        print(f"past deadline: {seconds:.3f} s: {message}")
+        assert seconds < 0.5 and sent == []
+        assert "started-early" in message and "5 s overall deadline (--deadline)" in message
+        labels, confidence = seg.infer(slices, deadline=time.monotonic() + 600.0)
+    ref_labels, ref_confidence = oracle_in_process(slices)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(confidence, ref_confidence)
+    assert len(sent) == 2 and all(kw["client_timeout"] == settings.timeout_s for _, kw in sent)
+
+
 # --- 3. cancellation ----------------------------------------------------------------------
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from aspects_client import AdcCoverageError, AdcUnitsError, AspectsClient, contract
-from aspects_client.lesions import ScoringRule
 from aspects_client.outputs import printable
+from aspects_client.scoring.lesions import ScoringRule
 
 from .oracle_cases import painted_phantom
 

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from aspects_devkit.errors import LocalServerError
 from aspects_devkit.local_triton import LocalTriton
 from tritonclient.utils import InferenceServerException
 
 from aspects_client import contract
-from aspects_client.errors import LocalServerError
 from aspects_client.inference import TritonSegmenter
 from aspects_client.server_reference import context_stacks, nearest_indices
 

@@ -173,7 +173,7 @@ def test_fit_stops_early_and_fine_tunes_from_a_checkpoint(tmp_path, tiny_pairs):
     a = torch.load(first.last_checkpoint, weights_only=True)["state_dict"][key]
     b = torch.load(second.last_checkpoint, weights_only=True)["state_dict"][key]
     assert torch.equal(a, b)
-    from aspects_client.errors import CheckpointError
+    from aspects_export.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="not found"):
         fit(_tiny_config(tmp_path / "c", tiny_pairs, init_from=str(tmp_path / "none.ckpt")))

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from aspects_client import contract
-from aspects_client.adc import (
+from aspects_client.errors import InvalidVolumeError, NonFiniteDataError, UsageError
+from aspects_client.scoring.adc import (
     AdcCoverageError,
     AdcUnitsError,
     adc_on_grid,
     check_adc_scale,
     detect_adc_scale,
 )
-from aspects_client.errors import InvalidVolumeError, NonFiniteDataError, UsageError
 from aspects_client.volume_io import Volume, load_volume
 
 DWI_SHAPE = (96, 96, 8)

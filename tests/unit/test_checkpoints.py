@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from aspects_client import contract
-from aspects_client.errors import CheckpointError
 from aspects_export import checkpoints as ck
+from aspects_export.errors import CheckpointError
 from aspects_export.network import build_unet
 
 

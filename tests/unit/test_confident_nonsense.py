@@ -27,7 +27,7 @@ from aspects_client.errors import (
 from aspects_client.geometry import to_display
 from aspects_client.intensity import window_to_uint8
 from aspects_client.qc import refuse_implausible_head
-from aspects_client.scoring import score_volume
+from aspects_client.scoring.score import score_volume
 from aspects_client.volume_io import load_volume
 from aspects_synth import make_phantom
 from aspects_synth.atlas import TISSUE_CSF

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from aspects_client import contract
-from aspects_client.errors import ExportError
 from aspects_export import numeric_check
 from aspects_export import repository as repo
+from aspects_export.errors import ExportError
 
 ov = pytest.importorskip("openvino", reason="openvino is part of the [export] extra")
 

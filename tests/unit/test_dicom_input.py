@@ -1,4 +1,4 @@
-"""DICOM input (aspects_client.dicom_input): synthetic series written from a labelled phantom
+"""DICOM input (aspects_client.dicom.read): synthetic series written from a labelled phantom
 (aspects_synth.dicom_series) read back voxel for voxel in world space, the selection rules,
 every bad-input error, and DICOM files that ship in packages (pydicom, nibabel)."""
 
@@ -21,14 +21,9 @@ import pytest
 from pydicom.uid import generate_uid
 
 from aspects_client import errors
-from aspects_client.dicom_input import (
-    dicom_source_name,
-    is_dicom_source,
-    read_dicom,
-    read_dicom_adc,
-    read_dicom_files,
-)
+from aspects_client.dicom.read import read_dicom, read_dicom_adc, read_dicom_files
 from aspects_client.outputs import source_stem
+from aspects_client.sources import dicom_source_name, is_dicom_source
 from aspects_client.volume_io import Limits
 from aspects_synth import reorder
 from aspects_synth.dicom_series import (

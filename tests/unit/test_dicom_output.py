@@ -27,8 +27,7 @@ import pydicom
 import pytest
 
 from aspects_client import contract
-from aspects_client.dicom_input import read_dicom_files
-from aspects_client.dicom_output import (
+from aspects_client.dicom.output import (
     COPIED_PATIENT_ATTRIBUTES,
     capture_dataset,
     dataset_bytes,
@@ -37,8 +36,9 @@ from aspects_client.dicom_output import (
     report_dataset,
     segmentation_dataset,
 )
+from aspects_client.dicom.read import read_dicom_files
 from aspects_client.errors import UsageError
-from aspects_client.lesions import aspects_score
+from aspects_client.scoring.lesions import aspects_score
 from aspects_client.viewer_labels import LABEL_BY_VALUE
 from aspects_synth.dicom_series import series_from_image, to_bytes
 

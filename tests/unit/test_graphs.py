@@ -14,8 +14,8 @@ import pytest
 
 from aspects_client import contract
 from aspects_client import server_reference as pp
-from aspects_client.errors import ExportError
 from aspects_export import graphs, numeric_check, oracle
+from aspects_export.errors import ExportError
 
 H, W = contract.NETWORK_SIZE
 C = contract.NUM_CLASSES

@@ -192,15 +192,15 @@ def test_a_draining_server_is_retried_and_named() -> None:
     that, and was not retried; issue 24)."""
     from tritonclient.utils import InferenceServerException
 
-    from aspects_client import inference
+    from aspects_client import volume_run
     from aspects_client.errors import ServerUnavailableError
 
     draining = InferenceServerException(
         "Request for unknown model: 'aspects' has no available versions", "StatusCode.NOT_FOUND"
     )
-    assert inference._retryable(draining)
-    error = inference._error(InferenceSettings(), "triton:8001", draining, "rid", 0, 4, 4, 30.0,
-                             late=False)
+    assert volume_run._retryable(draining)
+    error = volume_run._error(InferenceSettings(), "triton:8001", draining, "rid", 0, 4, 4, 30.0,
+                              late=False)
     assert isinstance(error, ServerUnavailableError) and "draining" in str(error)
     unknown = InferenceServerException("Request for unknown model: 'other'", "StatusCode.NOT_FOUND")
-    assert not inference._retryable(unknown)
+    assert not volume_run._retryable(unknown)

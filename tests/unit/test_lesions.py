@@ -10,7 +10,7 @@ import pytest
 from aspects_client import contract
 from aspects_client.errors import UsageError
 from aspects_client.geometry import from_display, geometry_of, to_display
-from aspects_client.lesions import (
+from aspects_client.scoring.lesions import (
     ScoringRule,
     aspects_score,
     brain_mask,

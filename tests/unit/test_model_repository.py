@@ -23,8 +23,8 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aspects_client import contract
-from aspects_client.errors import ExportError
 from aspects_export import repository as repo
+from aspects_export.errors import ExportError
 
 COMMITTED = repo.find_committed_repository()
 ALL_MODELS = (contract.ENSEMBLE_MODEL, *contract.STEP_MODELS)

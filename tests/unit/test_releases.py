@@ -209,7 +209,7 @@ def test_an_engine_for_another_tensorrt_is_never_published(tmp_path: Path) -> No
 
 
 def test_the_gates_refuse_ellipses_where_phantoms_are_required(tmp_path: Path, monkeypatch) -> None:
-    from aspects_client.errors import ExportError
+    from aspects_export.errors import ExportError
     from aspects_export.pipeline import gate_slices
 
     monkeypatch.setenv("ASPECTS_CACHE_DIR", str(tmp_path / "empty-cache"))  # no atlas here

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import contract
+from .. import contract
 
 MIN_CAUDATE_PIXELS = 3  # a caudate side with fewer pixels in a slice gives no centroid
 MIN_VENTRICLE_SAMPLES = 12  # fewer CSF samples over the volume: contrast not judged

@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from . import contract
-from .errors import (
+from .. import contract
+from ..errors import (
     AdcCoverageError,
     AdcUnitsError,
     DimensionalityError,
     NonFiniteDataError,
     UsageError,
 )
-from .volume_io import Volume
+from ..volume_io import Volume
 
 # Stored unit -> factor to ADC_UNIT (1e-6 mm^2/s).  The tissue medians of these units are
 # decades apart, so at most one factor puts a median inside ADC_TISSUE_MEDIAN_RANGE.
@@ -107,6 +107,30 @@ def adc_on_grid(
     """
     label = adc.source
     data = np.asarray(adc.data)
+    _check_adc_array(data, label)
+    if scale is not None:
+        scale = _checked_scale(scale)
+    shape = dwi.shape
+    regions = _checked_regions(regions, shape)
+    _check_negative(data, label)
+
+    values, covered, in_fov = resample_trilinear(data, adc.affine, shape, dwi.affine)
+    judged = regions if regions is not None and regions.any() else None
+    coverage = _checked_coverage(covered, in_fov, judged, shape, label)
+    sample = values[covered & judged] if judged is not None else values[covered]
+    if scale is None:
+        scale = detect_adc_scale(sample, label=label)
+        detected = True
+    else:
+        check_adc_scale(sample, scale, label=label)
+        detected = False
+    values *= np.float32(scale)
+    median = float(np.median(sample)) * scale
+    return AdcOnGrid(values, covered, float(scale), detected, coverage, median)
+
+
+def _check_adc_array(data: np.ndarray, label: str) -> None:
+    """DimensionalityError unless the ADC map is 3D; NonFiniteDataError on NaN or inf."""
     if data.ndim != 3:
         raise DimensionalityError(f"{label}: the ADC map is {data.ndim}D; send one 3D ADC map")
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
@@ -115,17 +139,26 @@ def adc_on_grid(
             f"{label}: {n_bad:,} ADC voxels are NaN or infinite; replace them with 0 "
             "(no value) before sending"
         )
-    if scale is not None:
-        scale = _checked_scale(scale)
-    shape = dwi.shape
-    if regions is not None:
-        regions = np.asarray(regions, dtype=bool)
-        if regions.shape != shape:
-            raise UsageError(f"regions {regions.shape} must have the DWI's shape {shape}")
-    _check_negative(data, label)
 
-    values, covered, in_fov = resample_trilinear(data, adc.affine, shape, dwi.affine)
-    judged = regions if regions is not None and regions.any() else None
+
+def _checked_regions(regions: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``regions`` as bool (None stays None); UsageError unless it has the DWI's shape."""
+    if regions is None:
+        return None
+    regions = np.asarray(regions, dtype=bool)
+    if regions.shape != shape:
+        raise UsageError(f"regions {regions.shape} must have the DWI's shape {shape}")
+    return regions
+
+
+def _checked_coverage(
+    covered: np.ndarray,
+    in_fov: np.ndarray,
+    judged: np.ndarray | None,
+    shape: tuple[int, ...],
+    label: str,
+) -> float:
+    """The ADC's coverage of the judged voxels (all when None); AdcCoverageError if short."""
     n_judged = int(judged.sum()) if judged is not None else int(np.prod(shape))
     n_in = int(np.count_nonzero(in_fov & judged if judged is not None else in_fov))
     where = "the labelled regions of the DWI" if judged is not None else "the DWI's voxels"
@@ -148,16 +181,7 @@ def adc_on_grid(
                 f"of {where} (at least {100 * MIN_COVERAGE:.0f} % needed; "
                 f"{100 * n_in / n_judged:.0f} % lie inside its field of view); {SEND_ADC}"
             )
-    sample = values[covered & judged] if judged is not None else values[covered]
-    if scale is None:
-        scale = detect_adc_scale(sample, label=label)
-        detected = True
-    else:
-        check_adc_scale(sample, scale, label=label)
-        detected = False
-    values *= np.float32(scale)
-    median = float(np.median(sample)) * scale
-    return AdcOnGrid(values, covered, float(scale), detected, coverage, median)
+    return coverage
 
 
 def resample_trilinear(

@@ -6,7 +6,7 @@ Every array is a display stack [N, H, W] of one volume (``geometry.to_display``)
 - ``hemis``: uint8 hemisphere codes (contract.HEMISPHERE_CODES; 0 = unlabelled);
 - ``dwi``: float32 raw DWI intensities (any unit: only ratios are used);
 - ``adc``: float32 ADC in contract.ADC_UNIT (1e-6 mm^2/s) with ``covered`` (bool), from
-  ``aspects_client.adc.adc_on_grid`` taken to display space;
+  ``aspects_client.scoring.adc.adc_on_grid`` taken to display space;
 - ``voxel_ml``: the volume of one voxel in mL (``geometry.voxel_volume_mm3 / 1000``).
 
 The chain: ``lesion_from_adc`` (or ``lesion_from_dwi`` without ADC) -> ``remove_specks``
@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from . import contract
-from .errors import UsageError
+from .. import contract
+from ..errors import UsageError
 
 # Candidates for contract.py (stated here until they are measured):
 BRAIN_MARGIN_MM = 3.0  # ADC lesions count within the labelled regions dilated in-plane by this
@@ -180,21 +180,27 @@ def lesion_from_dwi(
     flat_codes = codes.ravel()
     idx = np.flatnonzero(flat_codes >= _N_CODES)  # labelled voxels
     mask = np.zeros(codes.shape, dtype=bool)
-    notes: list[str] = []
-    references: dict[str, dict[str, dict[str, Any]]] = {}
     if idx.size == 0:
-        return DwiLesions(mask, ["no labelled voxels: no DWI lesion map"], references)
+        return DwiLesions(mask, ["no labelled voxels: no DWI lesion map"], {})
     group = flat_codes[idx]
     values = dwi.ravel()[idx].astype(np.float64)
+    threshold, notes, references = _dwi_thresholds(group, values, rule)
+    lesion = (values > threshold[group]) & (values > 0)
+    mask.ravel()[idx[lesion]] = True
+    return DwiLesions(mask, notes, references)
+
+
+def _dwi_thresholds(
+    group: np.ndarray, values: np.ndarray, rule: ScoringRule
+) -> tuple[np.ndarray, list[str], dict[str, dict[str, dict[str, Any]]]]:
+    """(DWI threshold per joint code, inf without a reference; notes; references)."""
     order = np.argsort(group, kind="stable")
     sorted_group, sorted_values = group[order], values[order]
     bounds = np.searchsorted(sorted_group, np.arange(_N_CODES * contract.NUM_CLASSES + 1))
-
-    def of(code: int) -> np.ndarray:
-        return sorted_values[bounds[code] : bounds[code + 1]]
-
     overall = float(np.median(values))
     threshold = np.full(_N_CODES * contract.NUM_CLASSES, np.inf)
+    notes: list[str] = []
+    references: dict[str, dict[str, dict[str, Any]]] = {}
     right, left = (contract.HEMISPHERE_CODES[h] for h in contract.HEMISPHERES)
     for region in contract.REGIONS:
         for side, other in ((right, left), (left, right)):
@@ -202,23 +208,12 @@ def lesion_from_dwi(
             if bounds[code + 1] == bounds[code]:
                 continue  # region absent on this side
             hemi, other_hemi = _SIDE_OF_CODE[side], _SIDE_OF_CODE[other]
-            ref = of(region.index * _N_CODES + other)
-            median = float(np.median(ref)) if ref.size else 0.0
-            source = "homologous"
-            if ref.size < MIN_REFERENCE_VOXELS or not median > 0:
-                source, median = ("all-labelled", overall) if overall > 0 else ("none", 0.0)
-                why = (
-                    f"has {ref.size} voxels (< {MIN_REFERENCE_VOXELS})"
-                    if ref.size < MIN_REFERENCE_VOXELS
-                    else f"has median DWI {float(np.median(ref)):g} (<= 0)"
-                )
-                then = (
-                    "reference = the median DWI of all labelled voxels"
-                    if source == "all-labelled"
-                    else "no reference (all labelled voxels <= 0): no lesion here"
-                )
+            other_code = region.index * _N_CODES + other
+            ref = sorted_values[bounds[other_code] : bounds[other_code + 1]]
+            source, median, fallback = _dwi_reference(ref, overall)
+            if fallback is not None:
                 notes.append(
-                    f"{region.key} {hemi}: the homologous region ({other_hemi}) {why}; {then}"
+                    f"{region.key} {hemi}: the homologous region ({other_hemi}) {fallback}"
                 )
             if median > 0:
                 threshold[code] = rule.dwi_ratio * median
@@ -226,9 +221,26 @@ def lesion_from_dwi(
                 "reference": source,
                 "median": _round_sig(median),
             }
-    lesion = (values > threshold[group]) & (values > 0)
-    mask.ravel()[idx[lesion]] = True
-    return DwiLesions(mask, notes, references)
+    return threshold, notes, references
+
+
+def _dwi_reference(ref: np.ndarray, overall: float) -> tuple[str, float, str | None]:
+    """(reference source, median, why the homologous ``ref`` was not used, or None)."""
+    median = float(np.median(ref)) if ref.size else 0.0
+    if not (ref.size < MIN_REFERENCE_VOXELS or not median > 0):
+        return "homologous", median, None
+    source, median = ("all-labelled", overall) if overall > 0 else ("none", 0.0)
+    why = (
+        f"has {ref.size} voxels (< {MIN_REFERENCE_VOXELS})"
+        if ref.size < MIN_REFERENCE_VOXELS
+        else f"has median DWI {float(np.median(ref)):g} (<= 0)"
+    )
+    then = (
+        "reference = the median DWI of all labelled voxels"
+        if source == "all-labelled"
+        else "no reference (all labelled voxels <= 0): no lesion here"
+    )
+    return source, median, f"{why}; {then}"
 
 
 def remove_specks(
@@ -335,6 +347,28 @@ def aspects_score(
         raise UsageError(
             f"qc_flagged_regions: unknown region keys {unknown}; use {list(contract.REGION_KEYS)}"
         )
+    affected, uncertain_regions, voxels, lesion_ml = _side_tallies(inv)
+    side, notes = _affected_side(voxels, affected)
+    notes += implausible_notes(affected)
+    scores = {h: 10 - len(affected[h]) for h in contract.HEMISPHERES}
+    uncertain = bool((side is not None and uncertain_regions[side]) or flagged or notes)
+    return {
+        "affected_hemisphere": side,
+        "score": scores[side] if side is not None else 10,
+        "scores": scores,
+        "affected_regions": affected,
+        "uncertain": uncertain,
+        "uncertain_regions": uncertain_regions,
+        "lesion_ml": lesion_ml,
+        "qc_flagged_regions": flagged,
+        "notes": notes,
+    }
+
+
+def _side_tallies(
+    inv: dict[str, dict[str, dict[str, Any]]],
+) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, int], dict[str, float]]:
+    """Per side: (affected region keys, uncertain region keys, lesion voxels, lesion mL)."""
     sides = contract.HEMISPHERES
     keys = contract.REGION_KEYS
     try:
@@ -349,33 +383,23 @@ def aspects_score(
         raise UsageError(
             f"involvement lacks the entry {exc}; pass involvement()'s result"
         ) from None
-    notes: list[str] = []
-    right, left = sides
-    side: str | None
+    return affected, uncertain_regions, voxels, lesion_ml
+
+
+def _affected_side(
+    voxels: dict[str, int], affected: dict[str, list[str]]
+) -> tuple[str | None, list[str]]:
+    """(the affected hemisphere or None without lesion, the note of a tie if any)."""
+    right, left = contract.HEMISPHERES
     if voxels[right] == voxels[left] == 0:
-        side = None
-    elif voxels[right] != voxels[left]:
-        side = right if voxels[right] > voxels[left] else left
-    else:
-        side = left if len(affected[left]) > len(affected[right]) else right
-        notes.append(
-            "equal lesion volume in both hemispheres: the affected hemisphere is the one with "
-            "more affected regions (else r)"
-        )
-    notes += implausible_notes(affected)
-    scores = {h: 10 - len(affected[h]) for h in sides}
-    uncertain = bool((side is not None and uncertain_regions[side]) or flagged or notes)
-    return {
-        "affected_hemisphere": side,
-        "score": scores[side] if side is not None else 10,
-        "scores": scores,
-        "affected_regions": affected,
-        "uncertain": uncertain,
-        "uncertain_regions": uncertain_regions,
-        "lesion_ml": lesion_ml,
-        "qc_flagged_regions": flagged,
-        "notes": notes,
-    }
+        return None, []
+    if voxels[right] != voxels[left]:
+        return (right if voxels[right] > voxels[left] else left), []
+    side = left if len(affected[left]) > len(affected[right]) else right
+    return side, [
+        "equal lesion volume in both hemispheres: the affected hemisphere is the one with "
+        "more affected regions (else r)"
+    ]
 
 
 def implausible_notes(affected: dict[str, list[str]]) -> list[str]:

@@ -54,11 +54,11 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from . import contract
-from .errors import DicomOutputError, UsageError
-from .outputs import CAPTURE_SUFFIX, REPORT_SUFFIX, SEG_SUFFIX
-from .viewer_files import check_region_image
-from .viewer_labels import LABELS, RegionHemisphereLabel
+from .. import contract
+from ..errors import DicomOutputError, UsageError
+from ..outputs import CAPTURE_SUFFIX, REPORT_SUFFIX, SEG_SUFFIX
+from ..viewer_files import check_region_image
+from ..viewer_labels import LABELS, RegionHemisphereLabel
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +364,38 @@ _ML = ("mL", "UCUM", "milliliter")
 _PERCENT = ("%", "UCUM", "percent")
 _SCORE_UNIT = ("{score}", "UCUM", "score")
 
+# SR concepts as (value, scheme, meaning): the arguments of ``_code``.
+_Concept = tuple[str, str, str]
+_YES = ("373066001", "SCT", "Yes")
+_NO = ("373067005", "SCT", "No")
+_CEREBRAL_HEMISPHERE = ("372073000", "SCT", "Cerebral hemisphere")
+_LESION_VOLUME = ("LESION-VOLUME", CODING_SCHEME, "Lesion volume")
+_UNCERTAIN = ("UNCERTAIN", CODING_SCHEME, "ASPECTS decision uncertain")
+_ASPECTS_SCORE = ("ASPECTS", CODING_SCHEME, "ASPECTS score")
+_HEMISPHERE_SCORE = (
+    "HEMISPHERE-SCORE",
+    CODING_SCHEME,
+    "10 minus the affected regions of a hemisphere",
+)
+_AFFECTED_HEMISPHERE = ("AFFECTED-HEMISPHERE", CODING_SCHEME, "Affected hemisphere")
+# A region x hemisphere group's measurements, in order: (concept, involvement cell key,
+# factor, unit); the fraction is reported in percent.
+_REGION_MEASUREMENTS: tuple[tuple[_Concept, str, float, _Concept], ...] = (
+    (("118565006", "SCT", "Volume"), "region_ml", 1.0, _ML),
+    (_LESION_VOLUME, "lesion_ml", 1.0, _ML),
+    (
+        ("LESION-FRACTION", CODING_SCHEME, "Lesion fraction of region volume"),
+        "fraction",
+        100.0,
+        _PERCENT,
+    ),
+)
+# ... and its yes/no evaluations, in order: (concept, involvement cell key).
+_REGION_EVALUATIONS: tuple[tuple[_Concept, str], ...] = (
+    (("AFFECTED", CODING_SCHEME, "ASPECTS region affected"), "affected"),
+    (_UNCERTAIN, "uncertain"),
+)
+
 
 def report_dataset(
     aspects: Mapping[str, Any],
@@ -381,16 +413,6 @@ def report_dataset(
     the source ``DicomSeries``. Returns a ``highdicom.sr.Comprehensive3DSR``.
     """
     import highdicom as hd
-    from highdicom.sr import (
-        FindingSite,
-        Measurement,
-        MeasurementsAndQualitativeEvaluations,
-        QualitativeEvaluation,
-        ReferencedSegment,
-        SourceSeriesForSegmentation,
-        TrackingIdentifier,
-        VolumetricROIMeasurementsAndQualitativeEvaluations,
-    )
 
     if not isinstance(aspects, Mapping) or "involvement" not in aspects:
         raise UsageError(
@@ -399,95 +421,12 @@ def report_dataset(
         )
     name, version, _ = _algorithm(provenance)
     algorithm = hd.sr.AlgorithmIdentification(name=name, version=version)
-    yes, no = _code("373066001", "SCT", "Yes"), _code("373067005", "SCT", "No")
-    affected_c = _private("AFFECTED", "ASPECTS region affected")
-    uncertain_c = _private("UNCERTAIN", "ASPECTS decision uncertain")
-    lesion_ml_c = _private("LESION-VOLUME", "Lesion volume")
-    fraction_c = _private("LESION-FRACTION", "Lesion fraction of region volume")
-    score_c = _private("ASPECTS", "ASPECTS score")
-    side_score_c = _private("HEMISPHERE-SCORE", "10 minus the affected regions of a hemisphere")
-    hemisphere_c = _code("372073000", "SCT", "Cerebral hemisphere")
-
-    def num(concept, value: float, unit: tuple[str, str, str], site=None) -> Measurement:
-        return Measurement(
-            name=concept,
-            value=float(value),
-            unit=_code(*unit),
-            algorithm_id=algorithm,
-            finding_sites=[site] if site is not None else None,
-        )
-
-    groups: list[Any] = []
-    involvement = aspects["involvement"]
-    for label in LABELS:
-        cell = involvement[label.region.key][label.hemisphere]
-        site = FindingSite(
-            anatomic_location=region_type_code(label.region),
-            laterality=laterality_code(label.hemisphere),
-        )
-        groups.append(
-            VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=TrackingIdentifier(uid=generate_uid(), identifier=label.key),
-                referenced_segment=ReferencedSegment(
-                    sop_class_uid=seg.SOPClassUID,
-                    sop_instance_uid=seg.SOPInstanceUID,
-                    segment_number=label.value,
-                    source_series=SourceSeriesForSegmentation(series.series_instance_uid),
-                ),
-                finding_type=region_type_code(label.region),
-                algorithm_id=algorithm,
-                finding_sites=[site],
-                measurements=[
-                    num(_code("118565006", "SCT", "Volume"), cell["region_ml"], _ML),
-                    num(lesion_ml_c, cell["lesion_ml"], _ML),
-                    num(fraction_c, 100.0 * float(cell["fraction"]), _PERCENT),
-                ],
-                qualitative_evaluations=[
-                    QualitativeEvaluation(affected_c, yes if cell["affected"] else no),
-                    QualitativeEvaluation(uncertain_c, yes if cell["uncertain"] else no),
-                ],
-            )
-        )
-    side = aspects.get("affected_hemisphere")
-    scores = aspects["scores"]
-    measurements = [
-        num(side_score_c, scores[h], _SCORE_UNIT, FindingSite(hemisphere_c, laterality_code(h)))
-        for h in contract.HEMISPHERES
-    ]
-    qualitative = [QualitativeEvaluation(uncertain_c, yes if aspects["uncertain"] else no)]
-    if side is not None:
-        site = FindingSite(hemisphere_c, laterality_code(side))
-        measurements.insert(0, num(score_c, aspects["score"], _SCORE_UNIT, site))
-        qualitative.insert(
-            0,
-            QualitativeEvaluation(
-                _private("AFFECTED-HEMISPHERE", "Affected hemisphere"), laterality_code(side)
-            ),
-        )
-    else:  # no lesion: ASPECTS 10, no side
-        measurements.insert(0, num(score_c, aspects["score"], _SCORE_UNIT))
-    total = aspects.get("lesion_ml_total")
-    if total is not None:
-        measurements.append(num(lesion_ml_c, total, _ML))
-    groups.append(
-        MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(uid=generate_uid(), identifier="ASPECTS"),
-            algorithm_id=algorithm,
-            measurements=measurements,
-            qualitative_evaluations=qualitative,
-        )
-    )
-    observer = hd.sr.ObserverContext(
-        observer_type=_code("121007", "DCM", "Device"),
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[MANUFACTURER, name, version]),
-            name=_lo(name),
-            manufacturer_name=MANUFACTURER,
-            model_name=_lo(version),
-        ),
-    )
+    groups = _region_groups(aspects["involvement"], seg, series, algorithm)
+    groups.append(_summary_group(aspects, algorithm))
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        observation_context=hd.sr.ObservationContext(
+            observer_device_context=_device_observer(name, version)
+        ),
         procedure_reported=_code("363679005", "SCT", "Imaging procedure"),
         imaging_measurements=groups,
     )
@@ -506,6 +445,139 @@ def report_dataset(
     strip_identity(sr)
     log.info("built DICOM SR: ASPECTS report, %d measurement groups", len(groups))
     return sr
+
+
+def _measurement(
+    concept: _Concept,
+    value: Any,
+    unit: _Concept,
+    algorithm: Any,
+    site: Any = None,
+) -> Any:
+    """One numeric SR measurement by ``algorithm``, at ``site`` when one is given."""
+    from highdicom.sr import Measurement
+
+    return Measurement(
+        name=_code(*concept),
+        value=float(value),
+        unit=_code(*unit),
+        algorithm_id=algorithm,
+        finding_sites=[site] if site is not None else None,
+    )
+
+
+def _yes_no(concept: _Concept, flag: Any) -> Any:
+    """A qualitative evaluation of ``concept`` answered SCT yes (``flag`` true) or no."""
+    from highdicom.sr import QualitativeEvaluation
+
+    return QualitativeEvaluation(_code(*concept), _code(*(_YES if flag else _NO)))
+
+
+def _hemisphere_site(hemisphere: str) -> Any:
+    """The finding site "cerebral hemisphere" with the hemisphere's laterality."""
+    from highdicom.sr import FindingSite
+
+    return FindingSite(_code(*_CEREBRAL_HEMISPHERE), laterality_code(hemisphere))
+
+
+def _region_groups(
+    involvement: Mapping[str, Any], seg: Dataset, series: Any, algorithm: Any
+) -> list[Any]:
+    """The TID 1411 groups of the 20 region x hemisphere labels, in label order."""
+    groups: list[Any] = []
+    for label in LABELS:
+        cell = involvement[label.region.key][label.hemisphere]
+        groups.append(_region_group(label, cell, seg, series, algorithm))
+    return groups
+
+
+def _region_group(
+    label: RegionHemisphereLabel,
+    cell: Mapping[str, Any],
+    seg: Dataset,
+    series: Any,
+    algorithm: Any,
+) -> Any:
+    """One region x hemisphere's volumetric group (TID 1411), referencing its SEG segment."""
+    from highdicom.sr import (
+        FindingSite,
+        ReferencedSegment,
+        SourceSeriesForSegmentation,
+        TrackingIdentifier,
+        VolumetricROIMeasurementsAndQualitativeEvaluations,
+    )
+
+    site = FindingSite(
+        anatomic_location=region_type_code(label.region),
+        laterality=laterality_code(label.hemisphere),
+    )
+    return VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=generate_uid(), identifier=label.key),
+        referenced_segment=ReferencedSegment(
+            sop_class_uid=seg.SOPClassUID,
+            sop_instance_uid=seg.SOPInstanceUID,
+            segment_number=label.value,
+            source_series=SourceSeriesForSegmentation(series.series_instance_uid),
+        ),
+        finding_type=region_type_code(label.region),
+        algorithm_id=algorithm,
+        finding_sites=[site],
+        measurements=[
+            _measurement(concept, factor * float(cell[key]), unit, algorithm)
+            for concept, key, factor, unit in _REGION_MEASUREMENTS
+        ],
+        qualitative_evaluations=[
+            _yes_no(concept, cell[key]) for concept, key in _REGION_EVALUATIONS
+        ],
+    )
+
+
+def _summary_group(aspects: Mapping[str, Any], algorithm: Any) -> Any:
+    """The TID 1501 group: the scores, the affected side, the lesion total, the uncertainty."""
+    from highdicom.sr import (
+        MeasurementsAndQualitativeEvaluations,
+        QualitativeEvaluation,
+        TrackingIdentifier,
+    )
+
+    side = aspects.get("affected_hemisphere")
+    scores = aspects["scores"]
+    measurements = [
+        _measurement(_HEMISPHERE_SCORE, scores[h], _SCORE_UNIT, algorithm, _hemisphere_site(h))
+        for h in contract.HEMISPHERES
+    ]
+    qualitative = [_yes_no(_UNCERTAIN, aspects["uncertain"])]
+    site = _hemisphere_site(side) if side is not None else None  # no lesion: ASPECTS 10, no side
+    measurements.insert(
+        0, _measurement(_ASPECTS_SCORE, aspects["score"], _SCORE_UNIT, algorithm, site)
+    )
+    if side is not None:
+        side_code = laterality_code(side)
+        qualitative.insert(0, QualitativeEvaluation(_code(*_AFFECTED_HEMISPHERE), side_code))
+    total = aspects.get("lesion_ml_total")
+    if total is not None:
+        measurements.append(_measurement(_LESION_VOLUME, total, _ML, algorithm))
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=generate_uid(), identifier="ASPECTS"),
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=qualitative,
+    )
+
+
+def _device_observer(name: str, version: str) -> Any:
+    """The SR's observer context: this software as the observing device."""
+    import highdicom as hd
+
+    return hd.sr.ObserverContext(
+        observer_type=_code("121007", "DCM", "Device"),
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[MANUFACTURER, name, version]),
+            name=_lo(name),
+            manufacturer_name=MANUFACTURER,
+            model_name=_lo(version),
+        ),
+    )
 
 
 def _unique(datasets: Sequence[Dataset]) -> list[Dataset]:

@@ -23,7 +23,7 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .errors import (
+from ..errors import (
     AssociationRejectedError,
     CancelledError,
     DicomNodeUnreachableError,
@@ -108,55 +108,98 @@ def send_datasets(
         raise UsageError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
     node = DicomNode(called_ae, host, int(port))
     ae = AE(ae_title=calling_ae)
+    _configure_ae(ae, datasets, timeout_s)
+    _check_reachable(node, timeout_s)
+    assoc = _associate(ae, node, timeout_s)
+    statuses = _store_all(assoc, datasets, node, timeout_s, cancel)
+    log.info("stored %d DICOM objects at %s", len(statuses), node)
+    return statuses
+
+
+def _configure_ae(ae: Any, datasets: Sequence[Dataset], timeout_s: float) -> None:
+    """Set the AE's four timeouts to ``timeout_s`` and request the datasets' contexts."""
     for seconds in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
         setattr(ae, seconds, float(timeout_s))
     for sop_class, syntaxes in _contexts(datasets).items():
         for syntax in syntaxes:  # one context per syntax: the node cannot pick another first
             ae.add_requested_context(sop_class, syntax)
-    _check_reachable(node, timeout_s)
+
+
+def _associate(ae: Any, node: DicomNode, timeout_s: float) -> Any:
+    """The established association with ``node``; raises why when there is none."""
     started = time.monotonic()
-    assoc = ae.associate(host, int(port), ae_title=called_ae)
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
     if not assoc.is_established:
         _raise_not_associated(assoc, node, timeout_s, time.monotonic() - started)
+    return assoc
+
+
+def _store_all(
+    assoc: Any,
+    datasets: Sequence[Dataset],
+    node: DicomNode,
+    timeout_s: float,
+    cancel: threading.Event | None,
+) -> list[int]:
+    """C-STORE each dataset in order over ``assoc``, then release it unless cancelled."""
     statuses: list[int] = []
     done = threading.Event()
     if cancel is not None:  # a stalled C-STORE would hold a cancelled run for timeout_s
         threading.Thread(target=_abort_on, args=(cancel, done, assoc), daemon=True).start()
     try:
         for n, ds in enumerate(datasets):
-            _raise_if_cancelled(cancel, node, n, len(datasets))
-            what = _describe(ds)
-            try:
-                status = assoc.send_c_store(ds)
-            except RuntimeError:  # aborted by a cancel between the check and the send
-                _raise_if_cancelled(cancel, node, n, len(datasets))
-                raise
-            except ValueError as exc:  # no accepted context for this SOP class / syntax
-                raise AssociationRejectedError(
-                    f"{node} accepted no presentation context for {what} ({exc}); configure "
-                    f"the node to accept this SOP class (stored {n} of {len(datasets)})"
-                ) from None
-            _raise_if_cancelled(cancel, node, n, len(datasets))  # an abort ends a stall
-            code = int(status.Status) if "Status" in status else None
-            if code is None:
-                raise StoreFailedError(
-                    f"{node} gave no answer to the C-STORE of {what} (association aborted or "
-                    f"timed out after {timeout_s:g} s); check the node's log "
-                    f"(stored {n} of {len(datasets)})"
-                )
-            if code not in SUCCESS_STATUSES:
-                raise StoreFailedError(
-                    f"{node} refused {what} with status 0x{code:04X} "
-                    f"({_status_meaning(code)}); check the node's log and storage "
-                    f"(stored {n} of {len(datasets)})"
-                )
-            statuses.append(code)
+            statuses.append(_store_one(assoc, ds, node, n, len(datasets), timeout_s, cancel))
     finally:
         done.set()
         if assoc.is_established and not (cancel is not None and cancel.is_set()):
             assoc.release()  # (a cancelled association is being aborted: no release wait)
-    log.info("stored %d DICOM objects at %s", len(statuses), node)
     return statuses
+
+
+def _store_one(
+    assoc: Any,
+    ds: Dataset,
+    node: DicomNode,
+    n: int,
+    of: int,
+    timeout_s: float,
+    cancel: threading.Event | None,
+) -> int:
+    """The success or warning status of the C-STORE of dataset ``n`` (0-based) of ``of``."""
+    _raise_if_cancelled(cancel, node, n, of)
+    what = _describe(ds)
+    try:
+        status = assoc.send_c_store(ds)
+    except RuntimeError:  # aborted by a cancel between the check and the send
+        _raise_if_cancelled(cancel, node, n, of)
+        raise
+    except ValueError as exc:  # no accepted context for this SOP class / syntax
+        raise AssociationRejectedError(
+            f"{node} accepted no presentation context for {what} ({exc}); configure "
+            f"the node to accept this SOP class (stored {n} of {of})"
+        ) from None
+    _raise_if_cancelled(cancel, node, n, of)  # an abort ends a stall
+    return _checked_status(status, what, node, n, of, timeout_s)
+
+
+def _checked_status(
+    status: Dataset, what: str, node: DicomNode, n: int, of: int, timeout_s: float
+) -> int:
+    """The C-STORE response's status code; StoreFailedError when absent or a failure."""
+    code = int(status.Status) if "Status" in status else None
+    if code is None:
+        raise StoreFailedError(
+            f"{node} gave no answer to the C-STORE of {what} (association aborted or "
+            f"timed out after {timeout_s:g} s); check the node's log "
+            f"(stored {n} of {of})"
+        )
+    if code not in SUCCESS_STATUSES:
+        raise StoreFailedError(
+            f"{node} refused {what} with status 0x{code:04X} "
+            f"({_status_meaning(code)}); check the node's log and storage "
+            f"(stored {n} of {of})"
+        )
+    return code
 
 
 def _raise_if_cancelled(cancel: threading.Event | None, node: DicomNode, n: int, of: int) -> None:

@@ -14,16 +14,17 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from . import contract
+from .. import contract
+from ..display_stack import PreparedVolume
+from ..errors import AdcContentError, ScoreRefusedError
+from ..geometry import from_display, to_display
+from ..volume_io import Volume
 from .contrast import (
     ADC_MIN_CSF_RATIO,
     DWI_MAX_CSF_RATIO,
     bilateral_hyperintense,
     csf_tissue_ratio,
 )
-from .display_stack import PreparedVolume
-from .errors import AdcContentError, ScoreRefusedError
-from .geometry import from_display, to_display
 from .lesions import (
     BRAIN_MARGIN_MM,
     ScoringRule,
@@ -33,7 +34,6 @@ from .lesions import (
     lesion_from_dwi,
     remove_specks,
 )
-from .volume_io import Volume
 
 LESION_LABEL = 1
 
@@ -61,8 +61,6 @@ def score_volume(
 ) -> Scored:
     """classes, hemispheres: uint8 [N, H, W] display stacks of the segmentation."""
     rule = rule or ScoringRule()
-    from .adc import adc_on_grid
-
     if not np.any(classes):
         raise ScoreRefusedError(
             f"{volume.source}: no ASPECTS region was found in the segmentation, so there is "
@@ -71,75 +69,131 @@ def score_volume(
     geometry = prepared.geometry
     voxel_ml = geometry.voxel_volume_mm3 / 1000.0
     dwi = display_intensities(volume, prepared)
-    method: dict[str, Any]
     notes: list[str] = []
     if adc is not None:
-        refuse_dwi_as_adc(adc, volume)
-        regions = np.asarray(from_display(classes > 0, geometry), bool)
-        on_grid = adc_on_grid(adc, volume, scale=adc_scale, regions=regions)
-        adc_display = np.asarray(to_display(on_grid.values, geometry), np.float32)
-        covered_display = np.asarray(to_display(on_grid.covered, geometry), bool)
-        adc_ratio = check_adc_contrast(adc_display, classes, hemispheres, adc.source)
-        raw = lesion_from_adc(
-            adc_display,
-            covered_display,
-            classes,
-            rule,
-            pixel_spacing_mm=geometry.display_pixel_spacing_mm,
-        )
-        method = {
-            "name": "adc",
-            "description": f"ADC < {rule.adc_threshold:g} x 10^-6 mm^2/s within the regions "
-            f"(+{BRAIN_MARGIN_MM:g} mm in-plane)",
-            "adc_source": adc.source,
-            **on_grid.summary(),
-            "csf_tissue_ratio": _rounded(adc_ratio),
-        }
+        raw, method = _adc_lesion(volume, adc, adc_scale, prepared, classes, hemispheres, rule)
     else:
-        ratio = check_dwi_contrast(dwi, classes, hemispheres, volume.source)
-        method_contrast = {"csf_tissue_ratio": _rounded(ratio)}
-        if ratio is None:
-            notes.append(
-                "the DWI's contrast could not be checked (no slice shows both caudate heads "
-                "with the ventricles between them): make sure this is the b≈1000 volume"
-            )
-        both = bilateral_hyperintense(dwi, classes, hemispheres, rule.dwi_ratio)
-        if both:
-            notes.append(
-                f"{', '.join(both)}: hyperintense on both sides (DWI > {rule.dwi_ratio:g} x the "
-                "unlabelled brain tissue); the DWI-only rule compares each side with the other "
-                "and cannot see a lesion present on both: send an ADC map (--adc)"
-            )
-        found = lesion_from_dwi(dwi, classes, hemispheres, rule)
-        raw = found.mask
-        method = {
-            "name": "dwi",
-            "description": f"DWI > {rule.dwi_ratio:g} x the median of the homologous region "
-            "on the other side",
-            **method_contrast,
-        }
-        if found.notes:
-            method["notes"] = list(found.notes)
+        raw, method, notes = _dwi_lesion(dwi, classes, hemispheres, volume.source, rule)
     lesion = remove_specks(raw, voxel_ml, rule.min_lesion_ml)
+    section = _score_section(lesion, classes, hemispheres, voxel_ml, qc, method, notes, rule)
+    image = _lesion_image(lesion, volume, prepared, method["name"])
+    return Scored(section=section, lesion=lesion, lesion_image=image)
+
+
+def _adc_lesion(
+    volume: Volume,
+    adc: Volume,
+    adc_scale: float | None,
+    prepared: PreparedVolume,
+    classes: np.ndarray,
+    hemispheres: np.ndarray,
+    rule: ScoringRule,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(raw lesion bool [N, H, W], method section) of the ADC rule, the ADC map checked."""
+    from .adc import adc_on_grid
+
+    geometry = prepared.geometry
+    refuse_dwi_as_adc(adc, volume)
+    regions = np.asarray(from_display(classes > 0, geometry), bool)
+    on_grid = adc_on_grid(adc, volume, scale=adc_scale, regions=regions)
+    adc_display = np.asarray(to_display(on_grid.values, geometry), np.float32)
+    covered_display = np.asarray(to_display(on_grid.covered, geometry), bool)
+    adc_ratio = check_adc_contrast(adc_display, classes, hemispheres, adc.source)
+    raw = lesion_from_adc(
+        adc_display,
+        covered_display,
+        classes,
+        rule,
+        pixel_spacing_mm=geometry.display_pixel_spacing_mm,
+    )
+    method = {
+        "name": "adc",
+        "description": f"ADC < {rule.adc_threshold:g} x 10^-6 mm^2/s within the regions "
+        f"(+{BRAIN_MARGIN_MM:g} mm in-plane)",
+        "adc_source": adc.source,
+        **on_grid.summary(),
+        "csf_tissue_ratio": _rounded(adc_ratio),
+    }
+    return raw, method
+
+
+def _dwi_lesion(
+    dwi: np.ndarray,
+    classes: np.ndarray,
+    hemispheres: np.ndarray,
+    source: str,
+    rule: ScoringRule,
+) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+    """(raw lesion bool [N, H, W], method section, notes) of the DWI-only rule."""
+    ratio = check_dwi_contrast(dwi, classes, hemispheres, source)
+    both = bilateral_hyperintense(dwi, classes, hemispheres, rule.dwi_ratio)
+    notes = _dwi_notes(ratio, both, rule)
+    found = lesion_from_dwi(dwi, classes, hemispheres, rule)
+    method = {
+        "name": "dwi",
+        "description": f"DWI > {rule.dwi_ratio:g} x the median of the homologous region "
+        "on the other side",
+        "csf_tissue_ratio": _rounded(ratio),
+    }
+    if found.notes:
+        method["notes"] = list(found.notes)
+    return found.mask, method, notes
+
+
+def _dwi_notes(ratio: float | None, both: list[str], rule: ScoringRule) -> list[str]:
+    """The DWI-only score's caveats: contrast not checked, regions bright on both sides."""
+    notes: list[str] = []
+    if ratio is None:
+        notes.append(
+            "the DWI's contrast could not be checked (no slice shows both caudate heads "
+            "with the ventricles between them): make sure this is the b≈1000 volume"
+        )
+    if both:
+        notes.append(
+            f"{', '.join(both)}: hyperintense on both sides (DWI > {rule.dwi_ratio:g} x the "
+            "unlabelled brain tissue); the DWI-only rule compares each side with the other "
+            "and cannot see a lesion present on both: send an ADC map (--adc)"
+        )
+    return notes
+
+
+def _score_section(
+    lesion: np.ndarray,
+    classes: np.ndarray,
+    hemispheres: np.ndarray,
+    voxel_ml: float,
+    qc: dict[str, Any],
+    method: dict[str, Any],
+    notes: list[str],
+    rule: ScoringRule,
+) -> dict[str, Any]:
+    """The document's ``aspects`` section: method, rule, score, lesion total, involvement."""
     inv = involvement(lesion, classes, hemispheres, voxel_ml, rule)
     score = aspects_score(inv, qc_flagged_regions(qc))
     if notes:
         score["notes"] = [*notes, *score["notes"]]
         score["uncertain"] = True
-    section = {
+    return {
         "method": method,
         "rule": rule_json(rule),
         **score,
         "lesion_ml_total": round(float(lesion.sum()) * voxel_ml, 4),
         "involvement": inv,
     }
+
+
+def _lesion_image(
+    lesion: np.ndarray, volume: Volume, prepared: PreparedVolume, method_name: str
+) -> nib.Nifti1Image:
+    """The uint8 lesion label map (1 = lesion) in the source grid, with the source's codes."""
+    geometry = prepared.geometry
     data = np.asfortranarray(from_display(lesion.astype(np.uint8), geometry))
     image = nib.Nifti1Image(data, geometry.affine, _lesion_header(volume))
     image.header.set_data_dtype(np.uint8)
     image.header.set_intent("label", name="lesion")
-    image.header["descrip"] = f"ASPECTS lesion map ({method['name']}): 1 = lesion".encode()[:79]
+    image.header["descrip"] = f"ASPECTS lesion map ({method_name}): 1 = lesion".encode()[:79]
     image.header["cal_min"], image.header["cal_max"] = 0, LESION_LABEL
-    return Scored(section=section, lesion=lesion, lesion_image=image)
+    return image
 
 
 def display_intensities(volume: Volume, prepared: PreparedVolume) -> np.ndarray:
