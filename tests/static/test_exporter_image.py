@@ -27,7 +27,7 @@ def test_torch_is_the_cpu_build_installed_before_the_project() -> None:
     cpu = re.search(r"--index-url https://download\.pytorch\.org/whl/cpu\s*\\\s*\n\s*torch==(\S+)",
                     DOCKERFILE)
     assert cpu, "torch must come from the CPU wheel index"
-    project = DOCKERFILE.index("pip install '.[export,gpu]'")
+    project = DOCKERFILE.index("'.[export,gpu]'")  # after the client: ./client[dicom,score]
     assert DOCKERFILE.index("whl/cpu") < project  # so the extra's pin finds it installed
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'"torch=={cpu.group(1)}"' in pyproject, "same torch as the [synth] extra pins"
