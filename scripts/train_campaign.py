@@ -9,7 +9,7 @@ anywhere, run it again: an unfinished cycle resumes from its ``last.ckpt``; afte
 clone (no ``runs/``) it restarts from the committed weights, which are the last best.
 
     .venv/bin/python scripts/train_campaign.py [--out runs/campaign] [--cycles 20]
-        [--epochs 3] [--threads 1]
+        [--epochs 3] [--threads 1] [-- FIT_OPTION...]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def run_cycle(out: Path, k: int, init: Path, args: argparse.Namespace) -> Path:
     if not weights.is_file():
         cmd = [str(ROOT / ".venv/bin/aspects-train"), "fit", "-o", str(cycle), *FIT,
                "--init-from", str(init), "--epochs", str(args.epochs), "--seed", str(k),
-               "--threads", str(args.threads), "--weights", str(weights)]
+               "--threads", str(args.threads), "--weights", str(weights), *args.fit]
         with open(cycle.with_suffix(".log"), "a") as log:
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     return weights
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of 100 steps per cycle")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("fit", nargs="*", metavar="FIT_OPTION",
+                        help="after --: options that override the recipe, e.g. -- --lr 1e-4")
     args = parser.parse_args(argv)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,7 @@ DICOM source is the core's ``aspects_client.sources``);
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from aspects_client.lazy import lazy_exports
 
 # the entry points, imported on first use (``import aspects_client.dicom`` imports nothing)
 _EXPORTS = {
@@ -28,16 +27,4 @@ _EXPORTS = {
     "send_datasets": "send",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aspects_client.dicom' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,7 @@ public names below are its door (imported on first use).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from aspects_client.lazy import lazy_exports
 
 _EXPORTS = {
     "score_volume": "score",
@@ -20,12 +19,5 @@ _EXPORTS = {
     "involvement": "lesions",
     "adc_on_grid": "adc",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
